@@ -1,0 +1,39 @@
+"""The one place where λ conventions meet.
+
+On the command line and in the API, λ follows the CompressAI convention:
+``loss = bpp + λ·255²·MSE`` with MSE on the [0, 1] pixel scale, so ``-l 0.01``
+means what CompressAI users expect.
+
+Inside the model (QARV's convention, DESIGN-NOTES §1.8) the loss is
+``nats per sub-pixel + λ_model·MSE`` with MSE on the [-1, 1] scale.  Equating
+the two objectives gives ``λ_cli = λ_model · 4·3·log2(e) / 255²``.
+
+This module imports neither torch nor numpy: ``bgcodec info`` uses it.
+"""
+
+import math
+
+CLI_PER_MODEL = 4 * 3 * math.log2(math.e) / 255**2
+"""λ_cli / λ_model (≈ 2.662e-4)."""
+
+
+def to_model(lmbda_cli: float) -> float:
+    """Convert a CompressAI-convention λ to the model's internal λ."""
+    return lmbda_cli / CLI_PER_MODEL
+
+
+def to_cli(lmbda_model: float) -> float:
+    """Convert the model's internal λ to the CompressAI convention."""
+    return lmbda_model * CLI_PER_MODEL
+
+
+def quality_to_lambda(quality: float, cli_range: tuple[float, float]) -> float:
+    """Map quality 1..100 log-linearly onto the checkpoint's λ range (CLI convention).
+
+    Quality 1 gives the smallest λ (fewest bits), 100 the largest.
+    """
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
+    lo, hi = cli_range
+    t = (quality - 1) / 99
+    return math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
