@@ -1,0 +1,615 @@
+"""The ``bgcodec`` command line: ``encode``, ``decode`` and ``info``.
+
+torch is imported only by the commands that run the model (``bgcodec.codec``
+is imported inside them), so ``bgcodec --help`` and ``bgcodec info`` start
+fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import click
+
+from bgcodec import __version__
+from bgcodec.errors import BgcodecError
+from bgcodec.imageio import DEFAULT_MAX_PIXELS
+
+PROG = "bgcodec"
+STDIO = "-"
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # some inputs failed
+EXIT_USAGE = 2  # click's own code for usage errors
+EXIT_INTERRUPTED = 130
+
+MAIN_EPILOG = """\b
+Examples:
+  bgcodec encode img.png -l 0.01 -o img.bgv
+  bgcodec decode img.bgv -o img.png
+  bgcodec info img.bgv
+
+\b
+Exit status:
+  0    every input was processed
+  1    at least one input failed (each failure is one
+       'bgcodec: error: ...' line on stderr; the others
+       were still processed)
+  2    usage error (unknown option, bad value, ...)
+  130  interrupted (no partial output file is left behind)
+"""
+
+ENCODE_EPILOG = """\b
+Examples:
+  bgcodec encode img.png -l 0.01 -o img.bgv
+  bgcodec encode img.png -q 90            # writes img.bgv next to img.png
+  bgcodec encode photos/*.png -q 80 -o out/
+  cat img.png | bgcodec encode - -l 0.01 -o - > img.bgv
+
+\b
+Quality 1..100 maps log-linearly onto the lambda range the weights were
+trained for (1 = smallest file, 100 = best quality).  Lambda follows the
+CompressAI convention: loss = bpp + lambda * 255^2 * MSE.
+
+\b
+Without --force an existing output is never overwritten; outputs are
+written to a temporary file and renamed into place, so a failed or
+interrupted run leaves no partial file.
+"""
+
+DECODE_EPILOG = """\b
+Examples:
+  bgcodec decode img.bgv                  # writes img.png next to img.bgv
+  bgcodec decode img.bgv -o img.webp      # format from the extension
+  bgcodec decode out/*.bgv -o decoded/
+  bgcodec decode img.bgv -o - | display -
+
+\b
+Output formats by extension: .png (default), .bmp, .tif/.tiff,
+.webp (lossless), .ppm/.pnm, .jpg/.jpeg (quality 95, 4:4:4), .tga, .qoi,
+.jp2/.j2k, .avif (quality 95).  -o - writes PNG to stdout.
+"""
+
+INFO_EPILOG = """\b
+Examples:
+  bgcodec info img.bgv
+  bgcodec info --json *.bgv | jq '.[].bpp'
+
+\b
+--json prints one object for one file and a list of objects for several
+(a list even when some of them fail); failures go to stderr.
+"""
+
+
+# --------------------------------------------------------------------------
+# messages
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an exception: the message of our errors, type + message otherwise."""
+    if isinstance(exc, BgcodecError):
+        return _one_line(exc)
+    return f"internal error: {type(exc).__name__}: {_one_line(exc)}"
+
+
+class _Fatal(Exception):
+    """Stops the whole run (e.g. the model cannot be loaded)."""
+
+
+class Reporter:
+    """Writes notes, errors and statistics to stderr, one line each."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar_active = False
+
+    def _emit(self, line: str) -> None:
+        if self.bar_active:  # clear the progress bar's line; it redraws on the next step
+            click.echo("\r\x1b[K", nl=False, err=True)
+        click.echo(line, err=True)
+
+    def error(self, message: str) -> None:
+        self._emit(f"{PROG}: error: {_one_line(message)}")
+
+    def note(self, name: str, message: str) -> None:
+        if not self.quiet:
+            self._emit(f"{PROG}: note: {name}: {_one_line(message)}")
+
+    def info(self, message: str) -> None:
+        if not self.quiet and not self.bar_active:
+            self._emit(f"{PROG}: {message}")
+
+    def summary(self, message: str) -> None:
+        if not self.quiet:
+            self._emit(f"{PROG}: {message}")
+
+
+# --------------------------------------------------------------------------
+# planning outputs and writing them safely
+
+
+@dataclass
+class Job:
+    source: str  # a path, or "-" for stdin
+    name: str  # how the input is called in messages
+    dest: str | None  # a path, or None for stdout
+    make_parent: bool = False  # -o DIR/ that may not exist yet
+    error: str | None = None  # a planning error: the input fails with this message
+
+    @property
+    def dest_name(self) -> str:
+        return "<stdout>" if self.dest is None else self.dest
+
+
+def _is_dir_target(output: str) -> bool:
+    return output.endswith(("/", os.sep)) or os.path.isdir(output)
+
+
+def _plan(ctx: click.Context, inputs: tuple[str, ...], output: str | None, ext: str) -> list[Job]:
+    """Decide each input's output; raise UsageError for impossible combinations."""
+    if inputs.count(STDIO) > 1:
+        raise click.UsageError("'-' (stdin) can be given only once.", ctx)
+    to_dir = output is not None and output != STDIO and _is_dir_target(output)
+    if len(inputs) > 1 and output is not None and not to_dir:
+        what = "stdout" if output == STDIO else f"the single file {output!r}"
+        raise click.UsageError(
+            f"{len(inputs)} inputs cannot all be written to {what}; give -o a directory "
+            "(an existing one, or a path ending in '/') or leave -o out.",
+            ctx,
+        )
+
+    jobs: list[Job] = []
+    claimed: dict[str, str] = {}
+    for source in inputs:
+        name = "<stdin>" if source == STDIO else source
+        stem = "stdin" if source == STDIO else os.path.splitext(os.path.basename(source.rstrip("/" + os.sep)))[0]
+        if output == STDIO or (output is None and source == STDIO):
+            dest = None
+        elif to_dir:
+            dest = os.path.join(output, stem + ext)
+        elif output is not None:
+            dest = output
+        else:
+            dest = os.path.splitext(source)[0] + ext
+        job = Job(source, name, dest, make_parent=to_dir)
+        if dest is not None:
+            key = os.path.normcase(os.path.abspath(dest))
+            if key in claimed:
+                job.error = f"{name}: its output {dest} is also the output of {claimed[key]}"
+            elif source != STDIO and _same_file(source, dest):
+                job.error = f"{name}: the output would overwrite the input"
+            else:
+                claimed[key] = name
+        jobs.append(job)
+
+    if any(job.dest is None for job in jobs) and click.get_binary_stream("stdout").isatty():
+        raise click.UsageError(
+            "refusing to write binary data to a terminal; use -o FILE or redirect stdout.", ctx
+        )
+    return jobs
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
+
+
+def _read_input(job: Job) -> bytes:
+    if job.source == STDIO:
+        return click.get_binary_stream("stdin").read()
+    try:
+        with open(job.source, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise BgcodecError(f"{job.name}: cannot read ({exc.strerror or _one_line(exc)})") from None
+
+
+def _check_not_exists(job: Job, force: bool) -> None:
+    if job.dest is not None and not force and os.path.lexists(job.dest):
+        raise BgcodecError(f"{job.dest} exists (use --force to overwrite)")
+
+
+def _write_output(job: Job, write: Callable, force: bool) -> None:
+    """Write via ``write(binary_file)`` to the job's destination, atomically.
+
+    Files are written to a temporary file in the destination's directory and
+    then linked (no clobbering, atomically) or, with ``force``, renamed into
+    place; the temporary file is removed whatever happens.
+    """
+    if job.dest is None:
+        _write_stdout(write)
+        return
+    dest = job.dest
+    directory = os.path.dirname(dest) or "."
+    try:
+        if job.make_parent:
+            os.makedirs(directory, exist_ok=True)
+        tmp, fd = _create_temp(directory, os.path.basename(dest))
+    except OSError as exc:
+        raise BgcodecError(f"{dest}: cannot write ({exc.strerror or _one_line(exc)})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        if force:
+            os.replace(tmp, dest)
+        else:
+            _link_no_clobber(tmp, dest)
+    except FileExistsError:
+        raise BgcodecError(f"{dest} exists (use --force to overwrite)") from None
+    except OSError as exc:
+        raise BgcodecError(f"{dest}: cannot write ({exc.strerror or _one_line(exc)})") from None
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _create_temp(directory: str, base: str) -> tuple[str, int]:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
+        try:
+            return tmp, os.open(tmp, flags, 0o666)  # mode subject to the umask, like any new file
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file in {directory}")
+
+
+def _link_no_clobber(tmp: str, dest: str) -> None:
+    """Move ``tmp`` to ``dest`` unless ``dest`` exists (raises FileExistsError), atomically."""
+    try:
+        os.link(tmp, dest)
+        return
+    except FileExistsError:
+        raise
+    except OSError:
+        pass  # no hard links on this file system: reserve the name, then replace it
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    os.close(fd)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        os.unlink(dest)
+        raise
+
+
+def _write_stdout(write: Callable) -> None:
+    import io
+
+    buffer = io.BytesIO()  # build it fully first: a failure writes nothing
+    write(buffer)
+    stdout = click.get_binary_stream("stdout")
+    try:
+        stdout.write(buffer.getvalue())
+        stdout.flush()
+    except BrokenPipeError:
+        # The reader went away; silence the interpreter's flush at exit.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        raise BgcodecError("<stdout>: broken pipe (the reading program exited)") from None
+
+
+# --------------------------------------------------------------------------
+# running a batch
+
+
+class _CodecHolder:
+    """Loads the codec on first use, once for all inputs."""
+
+    def __init__(self, weights: str | None, device: str) -> None:
+        self.weights = weights
+        self.device = device
+        self._codec = None
+
+    def get(self):
+        if self._codec is None:
+            try:
+                from bgcodec.codec import Codec
+
+                self._codec = Codec.load(self.weights, device=self.device)
+            except BgcodecError as exc:
+                raise _Fatal(_one_line(exc)) from None
+            except Exception as exc:
+                raise _Fatal(f"cannot load the model: {type(exc).__name__}: {_one_line(exc)}") from None
+        return self._codec
+
+
+def _run_batch(
+    ctx: click.Context,
+    jobs: list[Job],
+    process: Callable[[Job, Reporter], None],
+    reporter: Reporter,
+    verb: str,
+) -> None:
+    failed = 0
+
+    def run_one(job: Job) -> None:
+        nonlocal failed
+        try:
+            if job.error:
+                raise BgcodecError(job.error)
+            process(job, reporter)
+        except _Fatal:
+            raise
+        except Exception as exc:
+            failed += 1
+            message = _describe(exc)
+            if not isinstance(exc, BgcodecError):
+                message = f"{job.name}: {message}"
+            reporter.error(message)
+
+    show_bar = not reporter.quiet and len(jobs) > 1 and sys.stderr.isatty()
+    try:
+        if show_bar:
+            with click.progressbar(
+                jobs,
+                label=verb.capitalize(),
+                file=sys.stderr,
+                show_pos=True,
+                item_show_func=lambda job: job.name if job is not None else None,
+            ) as bar:
+                reporter.bar_active = True
+                try:
+                    for job in bar:
+                        run_one(job)
+                finally:
+                    reporter.bar_active = False
+        else:
+            for job in jobs:
+                run_one(job)
+    except _Fatal as exc:
+        reporter.error(str(exc))
+        ctx.exit(EXIT_FAILED)
+    except KeyboardInterrupt:
+        reporter.error("interrupted")
+        ctx.exit(EXIT_INTERRUPTED)
+
+    if len(jobs) > 1:
+        done = len(jobs) - failed
+        tail = f" ({failed} failed)" if failed else ""
+        reporter.summary(f"{verb} {done} of {len(jobs)} inputs{tail}")
+    ctx.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+# --------------------------------------------------------------------------
+# commands
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=MAIN_EPILOG,
+)
+@click.version_option(__version__, "-V", "--version", prog_name=PROG, message="%(prog)s %(version)s")
+def cli() -> None:
+    """bgcodec: a learned image codec (BG-VAE).
+
+    Compress images to .bgv files, decompress them, and inspect .bgv headers.
+    Run 'bgcodec COMMAND --help' for each command's options.
+    """
+
+
+def _model_options(f):
+    f = click.option(
+        "--weights",
+        metavar="PATH",
+        default=None,
+        help="Model weights (.safetensors) to use instead of the shipped default. "
+        "decode must use the weights the file was encoded with.",
+    )(f)
+    f = click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False),
+        default="auto",
+        show_default=True,
+        help="Where to run the model; auto uses CUDA when available.",
+    )(f)
+    return f
+
+
+def _output_options(f, ext: str, what: str):
+    f = click.option("--quiet", is_flag=True, help="Print only errors (no notes, statistics, progress bar).")(f)
+    f = click.option(
+        "-f",
+        "--force",
+        is_flag=True,
+        help="Overwrite existing output files (default: an existing output makes that input fail).",
+    )(f)
+    f = click.option(
+        "-o",
+        "--output",
+        metavar="OUT|DIR/",
+        default=None,
+        help=f"Output {what}, or a directory (an existing one, or a path ending in '/', which "
+        f"is created) to write DIR/<name>{ext} into; '-' writes to stdout.  A single file "
+        f"name needs a single input.  Default: next to each input with the extension "
+        f"replaced by {ext}, or stdout when the input is '-'.",
+    )(f)
+    return f
+
+
+@cli.command(epilog=ENCODE_EPILOG, short_help="Compress images to .bgv.")
+@click.argument("inputs", nargs=-1, required=True, metavar="IN...")
+@click.option(
+    "-l",
+    "--lambda",
+    "lmbda",
+    type=float,
+    metavar="LAMBDA",
+    help="Rate-distortion trade-off (CompressAI convention, e.g. 0.0018 small ... 0.0483 "
+    "high quality); must lie in the range the weights were trained for.  "
+    "Excludes -q.",
+)
+@click.option(
+    "-q",
+    "--quality",
+    type=click.FloatRange(1, 100),
+    metavar="1..100",
+    help="Quality, mapped onto the weights' lambda range (1 = smallest file, "
+    "100 = best quality).  Default: 75 when -l is not given.",
+)
+@_model_options
+@click.option(
+    "--drop-alpha",
+    is_flag=True,
+    help="Discard the alpha channel / transparency of inputs that have one "
+    "(default: refuse such inputs).",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    metavar="N",
+    help="Refuse inputs with more than N pixels (checked before decoding them).",
+)
+@click.pass_context
+def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, drop_alpha, max_pixels):
+    """Compress images (PNG, JPEG, WebP, TIFF, ... or '-' for stdin) to .bgv files.
+
+    Grayscale, palette, CMYK and 16-bit images are converted to 8-bit RGB (with
+    a note); EXIF orientation is applied; images with alpha are refused unless
+    --drop-alpha.
+    """
+    if lmbda is not None and quality is not None:
+        raise click.UsageError("-l/--lambda and -q/--quality are mutually exclusive.", ctx)
+    if lmbda is None and quality is None:
+        quality = 75.0
+    jobs = _plan(ctx, inputs, output, ".bgv")
+    holder = _CodecHolder(weights, device.lower())
+    state: dict = {}
+
+    def process(job: Job, reporter: Reporter) -> None:
+        from bgcodec.imageio import load_image
+        from bgcodec.lambdas import quality_to_lambda
+
+        _check_not_exists(job, force)
+        data = _read_input(job)
+        image, notes = load_image(data, drop_alpha=drop_alpha, max_pixels=max_pixels, name=job.name)
+        for note in notes:
+            reporter.note(job.name, note)
+        codec = holder.get()
+        if "lmbda" not in state:
+            state["lmbda"] = lmbda if lmbda is not None else quality_to_lambda(quality, codec.lambda_range)
+        try:
+            bits = codec.encode(image, state["lmbda"])
+        except BgcodecError as exc:
+            message = _one_line(exc)
+            if not message.startswith(job.name + ":"):
+                message = f"{job.name}: {message}"
+            raise BgcodecError(message) from None
+        _write_output(job, lambda f: f.write(bits), force)
+        height, width = image.shape[:2]
+        reporter.info(
+            f"{job.name} -> {job.dest_name}: {width}x{height}, lambda {state['lmbda']:.4g}, "
+            f"{len(bits):,} bytes, {8 * len(bits) / (width * height):.3f} bpp"
+        )
+
+    _run_batch(ctx, jobs, process, Reporter(quiet), "encoded")
+
+
+@cli.command(epilog=DECODE_EPILOG, short_help="Decompress .bgv files to images.")
+@click.argument("inputs", nargs=-1, required=True, metavar="IN...")
+@_model_options
+@click.pass_context
+def decode(ctx, inputs, output, device, weights, force, quiet):
+    """Decompress .bgv files ('-' for stdin) to PNG or another image format."""
+    from bgcodec.imageio import format_for, save_image
+
+    jobs = _plan(ctx, inputs, output, ".png")
+    holder = _CodecHolder(weights, device.lower())
+
+    def process(job: Job, reporter: Reporter) -> None:
+        fmt = format_for(job.dest)  # an unknown extension fails before any work
+        _check_not_exists(job, force)
+        data = _read_input(job)
+        if not data:
+            raise BgcodecError(f"{job.name}: empty file (not a .bgv file)")
+        image = holder.get().decode(data, job.name)
+        _write_output(job, lambda f: save_image(image, f, format=fmt), force)
+        height, width = image.shape[:2]
+        reporter.info(f"{job.name} -> {job.dest_name}: {width}x{height}")
+
+    _run_batch(ctx, jobs, process, Reporter(quiet), "decoded")
+
+
+# encode/decode share the output options; decorate here to keep the order of --help tidy
+encode = _output_options(encode, ".bgv", "file")
+decode = _output_options(decode, ".png", "image (format from its extension)")
+
+
+@cli.command(epilog=INFO_EPILOG, short_help="Show the header of .bgv files.")
+@click.argument("files", nargs=-1, required=True, metavar="FILE.bgv...")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of aligned text.")
+@click.pass_context
+def info(ctx, files, as_json):
+    """Show what is inside .bgv files ('-' for stdin): size, lambda, streams, bpp.
+
+    Reads only the container; does not load the model.
+    """
+    from bgcodec import container
+
+    results: list[dict] = []
+    failed = 0
+    reporter = Reporter(quiet=False)
+    for source in files:
+        job = Job(source, "<stdin>" if source == STDIO else source, None)
+        try:
+            data = _read_input(job)
+            header, streams = container.unpack(data, job.name)
+            details = container.format_info(header, streams, len(data))
+            results.append({"file": job.name, **details})
+        except Exception as exc:
+            failed += 1
+            message = _describe(exc)
+            if not isinstance(exc, BgcodecError):
+                message = f"{job.name}: {message}"
+            reporter.error(message)
+
+    if as_json:
+        if len(files) > 1:
+            click.echo(json.dumps(results, indent=2, default=str))
+        elif results:
+            click.echo(json.dumps(results[0], indent=2, default=str))
+    else:
+        click.echo("\n".join(_format_block(r) for r in results), nl=bool(results))
+    ctx.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_format_value(v) for v in value)
+    return str(value)
+
+
+def _format_block(result: dict) -> str:
+    rows = [(key, _format_value(value)) for key, value in result.items() if key != "file"]
+    width = max((len(key) for key, _ in rows), default=0) + 1
+    lines = [f"{result['file']}:"]
+    lines += [f"  {key + ':':<{width}} {value}" for key, value in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name=PROG)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""The ``.bgv`` file format (see docs/FORMAT.md).
+
+Layout, all integers little-endian::
+
+    "BGV"  version(u8)  model_id(4)  lambda(f32)  height(varint)  width(varint)
+    flags(u8)  len_1 .. len_D (varints)  index_crc(u32)
+    stream_1 .. stream_D
+    file_crc(u32)      -- CRC-32 of every byte before it
+
+``flags``: bits 0-3 = D (number of latent streams, 1..15), bit 4 = shallow
+synthesis, bits 5-7 reserved (0).  Varints are unsigned LEB128, canonical
+(shortest form), at most 5 bytes.
+
+Standard library only: ``bgcodec info`` reads files without numpy or torch.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+from bgcodec.errors import FormatError
+from bgcodec.lambdas import to_cli
+
+__all__ = [
+    "MAGIC",
+    "FORMAT_VERSION",
+    "MAX_DIM",
+    "MAX_DEPTH",
+    "SYNTHESIS_KINDS",
+    "Header",
+    "pack",
+    "unpack",
+    "header_size",
+    "format_info",
+]
+
+MAGIC = b"BGV"
+FORMAT_VERSION = 1
+MAX_DIM = 1 << 20
+"""Largest accepted height or width."""
+MAX_DEPTH = 15
+"""Largest number of latent streams (4 bits in the flags byte)."""
+SYNTHESIS_KINDS = ("full", "shallow")
+
+_FLAG_DEPTH_MASK = 0x0F
+_FLAG_SHALLOW = 0x10
+_FLAG_RESERVED = 0xE0
+_VARINT_MAX_BYTES = 5
+_CRC_SIZE = 4
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything in a ``.bgv`` file except the latent streams."""
+
+    model_id: bytes
+    """Exactly 4 bytes identifying the model weights."""
+    lmbda: float
+    """Model-internal λ (QARV convention), stored as float32."""
+    height: int
+    width: int
+    synthesis: str
+    """``"full"`` or ``"shallow"``."""
+    index_checksum: int
+    """CRC-32 of the scale indices (:func:`bgcodec.entropy.indices_checksum`)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_id, (bytes, bytearray)) or len(self.model_id) != 4:
+            raise ValueError(f"model_id must be exactly 4 bytes, got {self.model_id!r}")
+        if not math.isfinite(self.lmbda) or self.lmbda <= 0:
+            raise ValueError(f"lambda must be a positive finite number, got {self.lmbda}")
+        for name in ("height", "width"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_DIM:
+                raise ValueError(f"{name} must be an integer in 1..{MAX_DIM}, got {v!r}")
+        if self.synthesis not in SYNTHESIS_KINDS:
+            raise ValueError(f"synthesis must be 'full' or 'shallow', got {self.synthesis!r}")
+        c = self.index_checksum
+        if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c <= 0xFFFFFFFF:
+            raise ValueError(f"index_checksum must be a uint32, got {c!r}")
+
+
+def _varint(n: int) -> bytes:
+    if n < 0:
+        raise ValueError(f"varint must be non-negative, got {n}")
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            break
+    if len(out) > _VARINT_MAX_BYTES:
+        raise ValueError("value too large for the format")
+    return bytes(out)
+
+
+def _f32(x: float) -> bytes:
+    try:
+        return struct.pack("<f", x)
+    except OverflowError as e:
+        raise ValueError(f"lambda {x} does not fit in float32") from e
+
+
+def _head(header: Header, lengths: list[int]) -> bytes:
+    depth = len(lengths)
+    if not 1 <= depth <= MAX_DEPTH:
+        raise ValueError(f"number of latent streams must be in 1..{MAX_DEPTH}, got {depth}")
+    lam = _f32(header.lmbda)
+    if struct.unpack("<f", lam)[0] <= 0:
+        raise ValueError(f"lambda {header.lmbda} rounds to 0 in float32")
+    flags = depth | (_FLAG_SHALLOW if header.synthesis == "shallow" else 0)
+    parts = [
+        MAGIC,
+        bytes([FORMAT_VERSION]),
+        bytes(header.model_id),
+        lam,
+        _varint(header.height),
+        _varint(header.width),
+        bytes([flags]),
+        *(_varint(n) for n in lengths),
+        struct.pack("<I", header.index_checksum),
+    ]
+    return b"".join(parts)
+
+
+def header_size(header: Header, streams: list[bytes]) -> int:
+    """Bytes before the payload (everything but the streams and the final CRC)."""
+    return len(_head(header, [len(s) for s in streams]))
+
+
+def pack(header: Header, streams: list[bytes]) -> bytes:
+    """Serialise a header and its latent streams (1..15 of them) to ``.bgv`` bytes."""
+    streams = [bytes(s) for s in streams]
+    body = _head(header, [len(s) for s in streams]) + b"".join(streams)
+    return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+class _Reader:
+    def __init__(self, data: bytes, name: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.name = name
+
+    def fail(self, msg: str) -> FormatError:
+        return FormatError(f"{self.name}: {msg}")
+
+    def truncated(self, need: int) -> FormatError:
+        return self.fail(f"truncated (expected at least {need} bytes, got {len(self.data)})")
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise self.truncated(end + _CRC_SIZE)
+        out = self.data[self.pos : end]
+        self.pos = end
+        return out
+
+    def varint(self, what: str) -> int:
+        value = 0
+        for i in range(_VARINT_MAX_BYTES):
+            if self.pos >= len(self.data):
+                raise self.truncated(self.pos + 1 + _CRC_SIZE)
+            b = self.data[self.pos]
+            self.pos += 1
+            value |= (b & 0x7F) << (7 * i)
+            if not b & 0x80:
+                if b == 0 and i > 0:
+                    raise self.fail(f"bad varint for {what} (non-canonical encoding)")
+                return value
+        raise self.fail(f"bad varint for {what} (varint too long)")
+
+
+def unpack(data: bytes, name: str = "<input>") -> tuple[Header, list[bytes]]:
+    """Parse and fully validate ``.bgv`` bytes; raise FormatError naming ``name``."""
+    data = bytes(data)
+    r = _Reader(data, name)
+    if not data:
+        raise r.fail("not a bgcodec file (empty)")
+    if data[:3] != MAGIC[: len(data[:3])]:
+        raise r.fail("not a bgcodec file (bad magic)")
+    r.take(3)
+    version = r.take(1)[0]
+    if version != FORMAT_VERSION:
+        raise r.fail(
+            f"unsupported format version {version} (this bgcodec reads version {FORMAT_VERSION})"
+        )
+    model_id = r.take(4)
+    (lmbda,) = struct.unpack("<f", r.take(4))
+    height = r.varint("height")
+    width = r.varint("width")
+    flags = r.take(1)[0]
+    depth = flags & _FLAG_DEPTH_MASK
+    lengths = [r.varint(f"length of stream {i + 1}") for i in range(depth)]
+    (index_crc,) = struct.unpack("<I", r.take(4))
+    head_end = r.pos
+
+    expected = head_end + sum(lengths) + _CRC_SIZE
+    if len(data) < expected:
+        raise r.fail(f"truncated (expected {expected} bytes, got {len(data)})")
+    if len(data) > expected:
+        # Distinguish appended bytes from a corrupted length field.
+        body_ok = zlib.crc32(data[: expected - _CRC_SIZE]) & 0xFFFFFFFF == struct.unpack(
+            "<I", data[expected - _CRC_SIZE : expected]
+        )[0]
+        if body_ok:
+            raise r.fail(f"trailing data ({len(data) - expected} bytes after the end of the file)")
+        raise r.fail(f"checksum mismatch (file is corrupt; size {len(data)} != {expected})")
+    (stored_crc,) = struct.unpack("<I", data[-_CRC_SIZE:])
+    if zlib.crc32(data[:-_CRC_SIZE]) & 0xFFFFFFFF != stored_crc:
+        raise r.fail("checksum mismatch (file is corrupt)")
+
+    # Semantic checks after the CRC: a damaged byte reads as corruption above,
+    # these only fire for files written wrongly.
+    if flags & _FLAG_RESERVED:
+        raise r.fail(f"reserved flag bits set (flags = 0x{flags:02x})")
+    if depth == 0:
+        raise r.fail("no latent streams (depth 0)")
+    if height == 0 or width == 0:
+        raise r.fail(f"zero image size ({width}x{height})")
+    if height > MAX_DIM or width > MAX_DIM:
+        raise r.fail(f"image size {width}x{height} too large (max {MAX_DIM} per side)")
+    if not math.isfinite(lmbda) or lmbda <= 0:
+        raise r.fail(f"invalid lambda {lmbda}")
+
+    streams = []
+    pos = head_end
+    for n in lengths:
+        streams.append(data[pos : pos + n])
+        pos += n
+    header = Header(
+        model_id=model_id,
+        lmbda=float(lmbda),
+        height=height,
+        width=width,
+        synthesis="shallow" if flags & _FLAG_SHALLOW else "full",
+        index_checksum=index_crc,
+    )
+    return header, streams
+
+
+def format_info(header: Header, streams: list[bytes], total_bytes: int) -> dict:
+    """Plain dict describing a file, for ``bgcodec info``."""
+    payload = sum(len(s) for s in streams)
+    head = header_size(header, streams)
+    pixels = header.height * header.width
+    return {
+        "format_version": FORMAT_VERSION,
+        "model_id": bytes(header.model_id).hex(),
+        "lambda_model": header.lmbda,
+        "lambda_cli": to_cli(header.lmbda),
+        "height": header.height,
+        "width": header.width,
+        "depth": len(streams),
+        "synthesis": header.synthesis,
+        "stream_bytes": [len(s) for s in streams],
+        "index_checksum": f"{header.index_checksum:08x}",
+        "header_bytes": head,
+        "overhead_bytes": total_bytes - payload,
+        "total_bytes": total_bytes,
+        "bpp": 8 * total_bytes / pixels,
+    }

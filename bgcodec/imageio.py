@@ -1,0 +1,286 @@
+"""Reading and writing ordinary image files (Pillow + numpy, no torch).
+
+The codec works on HxWx3 ``uint8`` RGB arrays.  :func:`load_image` turns
+whatever Pillow can read into that, and says what it had to change (a list of
+notes meant for the user); :func:`save_image` writes such an array in the
+format the target's extension asks for.
+
+Every failure that is the input's fault raises :class:`~bgcodec.errors.ImageError`
+with a complete one-line message that starts with the input's name.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from bgcodec.errors import ImageError
+
+DEFAULT_MAX_PIXELS = 256 * 2**20
+"""Largest accepted width·height (256 Mi pixels, far above 8K x 8K = 32 Mi)."""
+
+# Our own limit (``max_pixels``, checked from the header before any pixel is
+# decoded) replaces Pillow's decompression-bomb check, which would otherwise
+# warn from 89 Mpx and refuse from 179 Mpx, i.e. below our default limit.
+Image.MAX_IMAGE_PIXELS = None
+
+# Pillow reports these as a catch-all for broken files (truncated data,
+# corrupt headers, decoder errors).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError)
+
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _source_name(source: object, name: str | None) -> str:
+    if name is not None:
+        return name
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<input>"
+    return os.fspath(source)  # type: ignore[arg-type]
+
+
+def load_image(
+    source: str | bytes | os.PathLike,
+    *,
+    drop_alpha: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Read an image file into an HxWx3 ``uint8`` RGB array.
+
+    ``source`` is a path, or the file's content as bytes (e.g. read from
+    stdin).  ``name`` is how the input is called in messages (default: the
+    path, or ``"<input>"`` for bytes).  ``max_pixels`` (None: no limit) is
+    checked from the header before any pixel is decoded.
+
+    Returns the array and a list of notes describing the conversions made
+    (EXIF orientation applied, grayscale/palette/CMYK/16-bit converted, alpha
+    dropped, first frame of several used).  Raises ImageError with a
+    one-line message starting with ``name``.
+    """
+    name = _source_name(source, name)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        fp: BinaryIO = io.BytesIO(bytes(source))
+    else:
+        try:
+            fp = open(source, "rb")
+        except OSError as exc:
+            raise ImageError(f"{name}: cannot read ({exc.strerror or _one_line(exc)})") from None
+    with fp:
+        try:
+            img = Image.open(fp)
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not an image (cannot identify image file)") from None
+        except _DECODE_ERRORS as exc:
+            raise ImageError(f"{name}: corrupt or unsupported image ({_one_line(exc)})") from None
+        with img:
+            return _convert_opened(img, name, drop_alpha=drop_alpha, max_pixels=max_pixels)
+
+
+def _convert_opened(
+    img: Image.Image, name: str, *, drop_alpha: bool, max_pixels: int | None
+) -> tuple[np.ndarray, list[str]]:
+    width, height = img.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            f"{name}: image too large ({width}x{height} = {width * height:,} pixels; "
+            f"the limit is {max_pixels:,} pixels)"
+        )
+    if width == 0 or height == 0:
+        raise ImageError(f"{name}: empty image ({width}x{height})")
+
+    notes: list[str] = []
+    try:
+        n_frames = getattr(img, "n_frames", 1)
+    except _DECODE_ERRORS:
+        n_frames = 1
+    if n_frames > 1:
+        notes.append(f"image has {n_frames} frames; using the first")
+    if _decodes_from_16_bit(img):
+        notes.append("converted 16-bit to 8-bit (the decoder keeps the high byte)")
+
+    try:
+        img.load()
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"{name}: truncated or corrupt image ({_one_line(exc)})") from None
+
+    try:
+        orientation = int(img.getexif().get(0x0112, 1))
+    except Exception:  # malformed EXIF: keep the pixels as stored
+        orientation = 1
+        notes.append("ignored unreadable EXIF data")
+    if orientation in range(2, 9):
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception as exc:
+            raise ImageError(f"{name}: cannot apply EXIF orientation ({_one_line(exc)})") from None
+        notes.append(f"applied EXIF orientation ({orientation})")
+
+    array, more = _to_rgb(img, name, drop_alpha=drop_alpha)
+    return array, notes + more
+
+
+def _decodes_from_16_bit(img: Image.Image) -> bool:
+    """True when Pillow squeezes 16-bit colour samples into an 8-bit mode (e.g. 48-bit PNG)."""
+    if img.mode not in ("RGB", "RGBA", "LA"):
+        return False
+    for tile in getattr(img, "tile", None) or ():
+        args = tile[3] if len(tile) > 3 else None
+        rawmode = args if isinstance(args, str) else (args[0] if args and isinstance(args[0], str) else "")
+        if ";16" in rawmode:
+            return True
+    return False
+
+
+def from_pil(
+    img: Image.Image, *, drop_alpha: bool = False, name: str = "<image>"
+) -> tuple[np.ndarray, list[str]]:
+    """Convert an already opened PIL image (no EXIF handling) like :func:`load_image` does."""
+    try:
+        img.load()
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"{name}: truncated or corrupt image ({_one_line(exc)})") from None
+    return _to_rgb(img, name, drop_alpha=drop_alpha)
+
+
+def _to_rgb(img: Image.Image, name: str, *, drop_alpha: bool) -> tuple[np.ndarray, list[str]]:
+    notes: list[str] = []
+    mode = img.mode
+
+    if img.has_transparency_data:
+        if not drop_alpha:
+            kind = "an alpha channel" if mode in _ALPHA_MODES else "transparency"
+            raise ImageError(f"{name}: image has {kind} (mode {mode}); use --drop-alpha to discard it")
+        notes.append("dropped alpha channel" if mode in _ALPHA_MODES else "dropped transparency")
+
+    if mode == "RGB":
+        rgb = np.asarray(img)
+    elif mode in ("RGBA", "RGBa"):
+        rgb = np.asarray(img.convert("RGBA"))[..., :3]  # RGBa -> RGBA un-premultiplies
+    elif mode == "La":
+        la = np.asarray(img).astype(np.uint32)
+        lum, alpha = la[..., 0], la[..., 1]
+        gray = np.where(alpha > 0, np.minimum((lum * 255 + alpha // 2) // np.maximum(alpha, 1), 255), 0)
+        rgb = _gray_to_rgb(gray.astype(np.uint8))
+        notes.append("converted grayscale to RGB")
+    elif mode in ("L", "LA"):
+        rgb = _gray_to_rgb(np.asarray(img)[..., 0] if mode == "LA" else np.asarray(img))
+        notes.append("converted grayscale to RGB")
+    elif mode == "1":
+        rgb = np.asarray(img.convert("RGB"))
+        notes.append("converted 1-bit to RGB")
+    elif mode in ("P", "PA"):
+        rgb = np.asarray(img.convert("RGBA"))[..., :3]
+        notes.append("converted palette image to RGB")
+    elif mode in _SIXTEEN_BIT_MODES or mode == "I":
+        values = np.asarray(img)
+        if mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageError(
+                f"{name}: unsupported 32-bit integer image (values {values.min()}..{values.max()} "
+                "are outside 0..65535)"
+            )
+        # round(v / 257): 257 is odd, so v / 257 is never exactly n + 0.5
+        gray = ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        rgb = _gray_to_rgb(gray)
+        notes.append("converted 16-bit to 8-bit")
+        notes.append("converted grayscale to RGB")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        try:
+            rgb = np.asarray(img.convert("RGB"))
+        except ValueError as exc:
+            raise ImageError(f"{name}: cannot convert {mode} to RGB ({_one_line(exc)})") from None
+        notes.append(f"converted {mode} to RGB")
+    else:
+        raise ImageError(f"{name}: unsupported pixel format (mode {mode})")
+
+    return np.ascontiguousarray(rgb, dtype=np.uint8), notes
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+# extension -> (Pillow format, save options).  Only formats that store 8-bit
+# RGB faithfully; lossless where the format can be, otherwise quality 95.
+_SAVE_FORMATS: dict[str, tuple[str, dict]] = {
+    "png": ("PNG", {}),
+    "bmp": ("BMP", {}),
+    "tif": ("TIFF", {"compression": "tiff_deflate"}),
+    "tiff": ("TIFF", {"compression": "tiff_deflate"}),
+    "webp": ("WEBP", {"lossless": True}),
+    "ppm": ("PPM", {}),
+    "pnm": ("PPM", {}),
+    "jpg": ("JPEG", {"quality": 95, "subsampling": 0}),
+    "jpeg": ("JPEG", {"quality": 95, "subsampling": 0}),
+    "jpe": ("JPEG", {"quality": 95, "subsampling": 0}),
+    "jfif": ("JPEG", {"quality": 95, "subsampling": 0}),
+    "tga": ("TGA", {}),
+    "qoi": ("QOI", {}),
+    "jp2": ("JPEG2000", {}),
+    "j2k": ("JPEG2000", {}),
+    "avif": ("AVIF", {"quality": 95}),
+}
+SAVE_EXTENSIONS = tuple(sorted(_SAVE_FORMATS))
+"""Output extensions :func:`save_image` understands (without the dot)."""
+
+
+def format_for(target: str | os.PathLike | None, format: str | None = None) -> str:
+    """The output format (an extension key, e.g. ``"png"``) for a target path.
+
+    ``format`` (an extension or Pillow format name, any case) wins over the
+    path; a path without extension, or no path, means PNG.  Raises
+    ImageError for formats we do not write.
+    """
+    if format is not None:
+        key = format.lower().lstrip(".")
+        aliases = {"jpeg2000": "jp2"}
+        key = aliases.get(key, key)
+        where = f"format {format!r}"
+    elif target is not None:
+        key = os.path.splitext(os.fspath(target))[1].lower().lstrip(".")
+        if not key:
+            return "png"
+        where = os.fspath(target)
+    else:
+        return "png"
+    if key not in _SAVE_FORMATS:
+        supported = ", ".join("." + ext for ext in SAVE_EXTENSIONS)
+        raise ImageError(f"{where}: unknown output image format '.{key}' (supported: {supported})")
+    fmt = _SAVE_FORMATS[key][0]
+    if fmt not in Image.SAVE:
+        raise ImageError(f"{where}: this Pillow build cannot write {fmt}")
+    return key
+
+
+def save_image(
+    array: np.ndarray, target: str | os.PathLike | BinaryIO, format: str | None = None
+) -> None:
+    """Write an HxWx3 ``uint8`` RGB array as an image.
+
+    ``target`` is a path or a binary file object.  The format comes from
+    ``format`` if given, else from the path's extension (png, bmp, tif/tiff,
+    webp (lossless), ppm/pnm, jpg/jpeg (quality 95, 4:4:4), tga, qoi,
+    jp2/j2k, avif (quality 95)); PNG when there is neither.  Raises
+    ImageError for an unknown format or when writing fails.
+    """
+    array = np.asarray(array)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 array, got {array.dtype} {array.shape}")
+    is_path = isinstance(target, (str, os.PathLike))
+    name = os.fspath(target) if is_path else getattr(target, "name", "<output>")
+    key = format_for(target if is_path else None, format)
+    fmt, options = _SAVE_FORMATS[key]
+    img = Image.fromarray(np.ascontiguousarray(array))
+    try:
+        img.save(target, format=fmt, **options)
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot write ({exc.strerror or _one_line(exc)})") from None

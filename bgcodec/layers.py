@@ -1,0 +1,143 @@
+"""Building blocks of BG-VAE (DESIGN-NOTES §1.1, §1.7, §2.1–2.3).
+
+Every block that takes ``emb`` is conditioned on λ through AdaLN; there is no other
+λ path into the network.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EMBED_DIM = 256
+
+
+def conv(cin: int, cout: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """A 'same'-padded conv whose bias starts at zero (QARV's conv factory)."""
+    layer = nn.Conv2d(cin, cout, kernel_size, stride, padding=(kernel_size - 1) // 2 if stride == 1 else 0,
+                      groups=groups)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class LambdaEmbedding(nn.Module):
+    """λ → 256-d embedding: sinusoids of ln λ (max period 64), then a 2-layer MLP."""
+
+    def __init__(self, dim: int = EMBED_DIM):
+        super().__init__()
+        half = dim // 2
+        self.register_buffer("freqs", torch.pow(64.0, -torch.linspace(0, 1, half)), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, lmbda: torch.Tensor) -> torch.Tensor:
+        s = torch.log(lmbda.float()).unsqueeze(1) * (64 / math.log(8192))
+        angles = s * self.freqs.unsqueeze(0)
+        return self.mlp(torch.cat([torch.cos(angles), torch.sin(angles)], dim=1))
+
+
+class BConvNeXt(nn.Module):
+    """Balanced ConvNeXt block: depthwise conv, DC/HC re-weighting, LN + AdaLN(λ), MLP, layer scale.
+
+    The DC/HC re-weighting (FeatScale) splits the depthwise output into its spatial mean
+    (DC) and the rest (HC) and adds learnable per-channel multiples of each, both
+    starting at zero so a fresh block is a plain ConvNeXt block.
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 7, mlp_ratio: float = 2.0, embed_dim: int = EMBED_DIM):
+        super().__init__()
+        hidden = int(mlp_ratio * dim)
+        self.dwconv = conv(dim, dim, kernel_size, groups=dim)
+        self.dc_scale = nn.Parameter(torch.zeros(dim, 1, 1))
+        self.hc_scale = nn.Parameter(torch.zeros(dim, 1, 1))
+        self.norm = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
+        self.modulation = nn.Sequential(nn.GELU(), nn.Linear(embed_dim, 2 * dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.layer_scale = nn.Parameter(torch.full((dim,), 1e-6))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        u = self.dwconv(x)
+        dc = u.mean(dim=(2, 3), keepdim=True)
+        u = u + self.dc_scale * dc + self.hc_scale * (u - dc)
+        v = self.norm(u.permute(0, 2, 3, 1))
+        shift, scale = self.modulation(emb)[:, None, None, :].chunk(2, dim=-1)
+        v = self.mlp(v * (1 + scale) + shift) * self.layer_scale
+        return x + v.permute(0, 3, 1, 2)
+
+
+# Orthonormal 2-D Haar transform, subbands in pywt.dwt2's order and signs (cA, cH, cV, cD):
+# for each 2×2 block [[a, b], [c, d]]:
+#   cA = (a+b+c+d)/2, cH = (a+b-c-d)/2, cV = (a-b+c-d)/2, cD = (a-b-c+d)/2.
+# The matrix is symmetric and orthogonal, so it is its own inverse.
+def haar_dwt(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, 2H, 2W) → (B, 4, C, H, W) holding the subbands cA, cH, cV, cD."""
+    a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+    c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    return torch.stack([a + b + c + d, a + b - c - d, a - b + c - d, a - b - c + d], dim=1) * 0.5
+
+
+def haar_idwt(bands: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`haar_dwt`: (B, 4, C, H, W) → (B, C, 2H, 2W)."""
+    ca, ch, cv, cd = bands.unbind(dim=1)
+    a = (ca + ch + cv + cd) * 0.5
+    b = (ca + ch - cv - cd) * 0.5
+    c = (ca - ch + cv - cd) * 0.5
+    d = (ca - ch - cv + cd) * 0.5
+    top = torch.stack([a, b], dim=-1).flatten(-2)
+    bottom = torch.stack([c, d], dim=-1).flatten(-2)
+    return torch.stack([top, bottom], dim=-2).flatten(-3, -2)
+
+
+class WaveletDown(nn.Module):
+    """×2 downsampling: Haar DWT, concatenate the four subbands, 1×1 conv."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.proj = conv(4 * cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(haar_dwt(x).flatten(1, 2))
+
+
+class WaveletUp(nn.Module):
+    """×2 upsampling: 1×1 conv to four subbands, inverse Haar DWT."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.cout = cout
+        self.proj = conv(cin, 4 * cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bands = self.proj(x)
+        return haar_idwt(bands.unflatten(1, (4, self.cout)))
+
+
+class CrossAttention(nn.Module):
+    """Cross-attention from high-resolution queries to the previous (half-resolution) stage.
+
+    A depthwise 3×3 conv adds a conditional positional encoding (CPVT's PEG) to the
+    queries' features first; the output enters through a layer scale that starts at 1e-6.
+    """
+
+    def __init__(self, dim_high: int, dim_low: int, head_dim: int = 32):
+        super().__init__()
+        self.heads = max(1, dim_high // head_dim)
+        self.position = conv(dim_high, dim_high, 3, groups=dim_high)
+        self.norm_q = nn.LayerNorm(dim_high, eps=1e-6)
+        self.norm_kv = nn.LayerNorm(dim_low, eps=1e-6)
+        self.to_q = nn.Linear(dim_high, dim_high)
+        self.to_kv = nn.Linear(dim_low, 2 * dim_high)
+        self.to_out = nn.Linear(dim_high, dim_high)
+        self.layer_scale = nn.Parameter(torch.full((dim_high,), 1e-6))
+
+    def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        high = high + self.position(high)
+        b, c, h, w = high.shape
+        q = self.to_q(self.norm_q(high.flatten(2).transpose(1, 2)))
+        k, v = self.to_kv(self.norm_kv(low.flatten(2).transpose(1, 2))).chunk(2, dim=-1)
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        out = self.to_out(out) * self.layer_scale
+        return high + out.transpose(1, 2).reshape(b, c, h, w)

@@ -1,0 +1,364 @@
+"""BG-VAE: a QARV-style variable-rate hierarchical VAE with 9 latents in 4 stages.
+
+Layout (DESIGN-NOTES §1.4–1.6, §2):
+
+    image ─ stem(4×) ─ bottom-up stages (taps at strides 8/16/32/64) ─┐
+                                                                       │ taps
+    learned bias (stride 64) ─ top-down stages with latent blocks ◄───┘
+        64: z1 │ 32: z2 z3 │ 16: z4 z5 z6 │ 8: z7 z8 z9 ─ synthesis ─ image
+
+The encoder runs the bottom-up path and the top-down path up to the last latent; the
+decoder runs the top-down path with the decoded latents and then the synthesis (the
+blocks after z9, the ×2 upsampling to stride 4, the stride-4 blocks and the ×4 head),
+which is a separate sub-module so a shallow synthesis can replace it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .entropy import scale_indices
+from .layers import BConvNeXt, CrossAttention, LambdaEmbedding, WaveletDown, WaveletUp, conv
+
+PAD_MULTIPLE = 64
+INPUT_MEAN = 0.4546259594901961
+INPUT_SCALE = 3.67572653978347
+LOG_SIGMA_FLOOR = -2.3
+
+
+@dataclass(frozen=True)
+class BGVAEConfig:
+    """Widths and depths of a BG-VAE. Stage tuples run from fine to coarse in the encoder
+    (strides 4, 8, 16, 32, 64) and from coarse to fine in the decoder (64, 32, 16, 8, 4)."""
+
+    enc_widths: tuple[int, ...] = (192, 384, 512, 512, 512)
+    enc_depths: tuple[int, ...] = (6, 6, 6, 4, 4)
+    enc_kernels: tuple[int, ...] = (7, 7, 5, 3, 1)
+    dec_widths: tuple[int, ...] = (512, 512, 384, 256, 128)
+    dec_kernels: tuple[int, ...] = (1, 3, 5, 7, 7)
+    dec_mlp_ratios: tuple[float, ...] = (4.0, 3.0, 2.0, 1.75, 1.5)
+    dec_pre_blocks: tuple[int, ...] = (0, 1, 1, 1)
+    latent_channels: tuple[int, ...] = (32, 32, 96, 8)
+    latents_per_stage: tuple[int, ...] = (1, 2, 3, 3)
+    stride4_depth: int = 8
+    cross_attention: tuple[bool, ...] = (True, True, True, True)
+    """Cross-attention at the top-down transitions 64→32, 32→16, 16→8 and 8→4."""
+    lmbda_range: tuple[float, float] = (16.0, 2048.0)
+    """λ range in the model's own convention (see bgcodec.lambdas)."""
+
+    @property
+    def num_latents(self) -> int:
+        return sum(self.latents_per_stage)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BGVAEConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+CONFIGS: dict[str, BGVAEConfig] = {
+    # The published size (≈ 97 M parameters), for GPU users.
+    "paper": BGVAEConfig(),
+    # What 2 CPU cores can train: 5.96 M parameters; one training step (forward, backward,
+    # fused Adam) on 16 crops of 128×128 takes 0.29 s on this project's 2-core machine
+    # (channels_last, fp32; benchmarks/train_speed.py).
+    "small": BGVAEConfig(
+        enc_widths=(32, 48, 96, 128, 128),
+        enc_depths=(1, 1, 1, 1, 1),
+        enc_kernels=(3, 3, 3, 3, 1),
+        dec_widths=(128, 128, 96, 40, 24),
+        dec_kernels=(1, 3, 3, 3, 3),
+        dec_mlp_ratios=(2.0, 2.0, 2.0, 1.5, 1.5),
+        dec_pre_blocks=(0, 1, 1, 1),
+        latent_channels=(16, 16, 32, 8),
+        stride4_depth=1,
+        cross_attention=(True, True, False, False),
+    ),
+    # Smallest config that still exercises every code path; for tests.
+    "tiny": BGVAEConfig(
+        enc_widths=(16, 24, 32, 32, 32),
+        enc_depths=(1, 1, 1, 1, 1),
+        enc_kernels=(3, 3, 3, 3, 1),
+        dec_widths=(32, 32, 32, 24, 16),
+        dec_kernels=(1, 3, 3, 3, 3),
+        dec_mlp_ratios=(2.0, 2.0, 2.0, 2.0, 2.0),
+        dec_pre_blocks=(0, 1, 1, 1),
+        latent_channels=(4, 4, 4, 4),
+        stride4_depth=1,
+        cross_attention=(True, True, True, True),
+    ),
+}
+
+
+class LatentBlock(nn.Module):
+    """One latent variable: prior from the top-down feature, posterior mean from the
+    top-down feature and the encoder tap, then fusion of the latent back into the feature.
+
+    The posterior is U(qm − ½, qm + ½); the prior is N(pm, σ²) convolved with U(−½, ½).
+    At test time the latent is ``z = pm + round(qm − pm)``, so the coder only ever sees
+    the integer residual.
+    """
+
+    def __init__(self, width: int, channels: int, tap_width: int, kernel: int, mlp_ratio: float):
+        super().__init__()
+        self.front = BConvNeXt(width, kernel, mlp_ratio)
+        self.end = BConvNeXt(width, kernel, mlp_ratio)
+        self.post_tap = BConvNeXt(tap_width, kernel, 2.0)
+        self.post_feature = BConvNeXt(width, kernel, 2.0)
+        self.post_merged = BConvNeXt(width, kernel, 2.0)
+        self.merge = conv(width + tap_width, width, 1)
+        self.posterior = conv(width, channels, 3)
+        self.latent_proj = conv(channels, width, 1)
+        self.prior = conv(width, 2 * channels, 1)
+
+    def prior_params(self, h: torch.Tensor, emb: torch.Tensor):
+        """Returns the feature after the front block, the prior mean and log σ."""
+        h = self.front(h, emb)
+        mean, raw = self.prior(h).chunk(2, dim=1)
+        log_sigma = F.softplus(raw - LOG_SIGMA_FLOOR) + LOG_SIGMA_FLOOR
+        return h, mean, log_sigma
+
+    def posterior_mean(self, h: torch.Tensor, tap: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        merged = self.merge(torch.cat([self.post_feature(h, emb), self.post_tap(tap, emb)], dim=1))
+        return self.posterior(self.post_merged(merged, emb))
+
+    def fuse(self, h: torch.Tensor, z: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.end(h + self.latent_proj(z), emb)
+
+
+def gaussian_log_likelihood(z: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """log P(z) in nats under N(mean, σ²) ⊛ U(−½, ½), computed in float32.
+
+    Uses the symmetric form (|z − mean|) for precision in the tails, and the log-density
+    where the bin probability underflows (P < 1e-6), as QARV does.
+    """
+    z, mean, log_sigma = z.float(), mean.float(), log_sigma.float()
+    sigma = torch.exp(log_sigma)
+    v = (z - mean).abs()
+    upper = torch.special.ndtr((0.5 - v) / sigma)
+    lower = torch.special.ndtr((-0.5 - v) / sigma)
+    p = upper - lower
+    log_density = -0.5 * (v / sigma) ** 2 - log_sigma - 0.5 * math.log(2 * math.pi)
+    return torch.where(p < 1e-6, log_density, torch.log(p.clamp_min(1e-8)))
+
+
+class BottomUpEncoder(nn.Module):
+    """4× patchify stem, then ConvNeXt stages separated by wavelet downsampling.
+
+    Returns the taps at strides 64, 32, 16, 8 (coarse first, the order the decoder uses).
+    A tap is taken before each stage's extra k7 block and downsampling.
+    """
+
+    def __init__(self, cfg: BGVAEConfig):
+        super().__init__()
+        w = cfg.enc_widths
+        self.stem = conv(3, w[0], 4, stride=4)
+        self.stages = nn.ModuleList(
+            nn.ModuleList(BConvNeXt(w[i], cfg.enc_kernels[i], 2.0) for _ in range(cfg.enc_depths[i]))
+            for i in range(len(w))
+        )
+        self.bridges = nn.ModuleList(BConvNeXt(w[i], 7, 2.0) for i in range(len(w) - 1))
+        self.downs = nn.ModuleList(WaveletDown(w[i], w[i + 1]) for i in range(len(w) - 1))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        taps = []
+        for i, stage in enumerate(self.stages):
+            for block in stage:
+                x = block(x, emb)
+            if i > 0:
+                taps.append(x)
+            if i < len(self.downs):
+                x = self.downs[i](self.bridges[i](x, emb))
+        return taps[::-1]
+
+
+class Transition(nn.Module):
+    """End of a top-down stage: a ConvNeXt block, wavelet ×2 upsampling and optional
+    cross-attention from the upsampled feature to the stage's own (half-resolution) output."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, mlp_ratio: float, attention: bool):
+        super().__init__()
+        self.block = BConvNeXt(cin, kernel, mlp_ratio)
+        self.up = WaveletUp(cin, cout)
+        self.attention = CrossAttention(cout, cin) if attention else None
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        low = self.block(h, emb)
+        high = self.up(low)
+        return high if self.attention is None else self.attention(high, low)
+
+
+class FullSynthesis(nn.Module):
+    """Everything after the last latent: transition to stride 4, stride-4 blocks, ×4 head."""
+
+    def __init__(self, cfg: BGVAEConfig):
+        super().__init__()
+        w8, w4 = cfg.dec_widths[-2], cfg.dec_widths[-1]
+        self.transition = Transition(w8, w4, cfg.dec_kernels[-2], cfg.dec_mlp_ratios[-2], cfg.cross_attention[-1])
+        self.blocks = nn.ModuleList(
+            BConvNeXt(w4, cfg.dec_kernels[-1], cfg.dec_mlp_ratios[-1]) for _ in range(cfg.stride4_depth)
+        )
+        self.head = nn.Sequential(conv(w4, 3 * 16, 1), nn.PixelShuffle(4))
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.transition(h, emb)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.head(h)
+
+
+class TopDownStage(nn.Module):
+    def __init__(self, cfg: BGVAEConfig, i: int, tap_width: int):
+        super().__init__()
+        w, k, r = cfg.dec_widths[i], cfg.dec_kernels[i], cfg.dec_mlp_ratios[i]
+        self.blocks = nn.ModuleList(BConvNeXt(w, k, r) for _ in range(cfg.dec_pre_blocks[i]))
+        self.latents = nn.ModuleList(
+            LatentBlock(w, cfg.latent_channels[i], tap_width, k, r) for _ in range(cfg.latents_per_stage[i])
+        )
+
+
+# visit(stage index, latent block, top-down feature) -> feature after fusing the latent
+LatentVisitor = Callable[[int, LatentBlock, torch.Tensor], torch.Tensor]
+
+
+class BGVAE(nn.Module):
+    def __init__(self, cfg: BGVAEConfig):
+        super().__init__()
+        if len(cfg.latents_per_stage) != 4 or len(cfg.dec_widths) != 5 or len(cfg.enc_widths) != 5:
+            raise ValueError("BG-VAE has 5 encoder stages and 4 latent stages + a stride-4 stage")
+        self.cfg = cfg
+        self.lambda_embedding = LambdaEmbedding()
+        self.encoder = BottomUpEncoder(cfg)
+        self.bias = nn.Parameter(torch.zeros(1, cfg.dec_widths[0], 1, 1))
+        tap_widths = cfg.enc_widths[:0:-1]  # strides 64, 32, 16, 8
+        self.stages = nn.ModuleList(TopDownStage(cfg, i, tap_widths[i]) for i in range(4))
+        self.transitions = nn.ModuleList(
+            Transition(cfg.dec_widths[i], cfg.dec_widths[i + 1], cfg.dec_kernels[i], cfg.dec_mlp_ratios[i],
+                       cfg.cross_attention[i])
+            for i in range(3)
+        )
+        self.synthesis = FullSynthesis(cfg)
+
+    # -- shared pieces --------------------------------------------------------------
+
+    def embed(self, lmbda: torch.Tensor) -> torch.Tensor:
+        """λ (model convention), shape (B,) → the conditioning vector (B, 256)."""
+        return self.lambda_embedding(lmbda)
+
+    @staticmethod
+    def preprocess(im: torch.Tensor) -> torch.Tensor:
+        """Image in [0, 1] → network input (ImageNet-normalised)."""
+        return (im - INPUT_MEAN) * INPUT_SCALE
+
+    def top_down(self, emb: torch.Tensor, grid: tuple[int, int], visit: LatentVisitor) -> torch.Tensor:
+        """Run the top-down path up to (and including) the last latent.
+
+        ``grid`` is the size at stride 64. ``visit`` decides how each latent is obtained
+        (noisy posterior sample, quantised posterior, or decoded symbols).
+        """
+        h = self.bias.expand(emb.shape[0], -1, *grid)
+        for i, stage in enumerate(self.stages):
+            for block in stage.blocks:
+                h = block(h, emb)
+            for latent in stage.latents:
+                h = visit(i, latent, h)
+            if i < len(self.transitions):
+                h = self.transitions[i](h, emb)
+        return h
+
+    # -- training -------------------------------------------------------------------
+
+    def forward(self, im: torch.Tensor, lmbda: torch.Tensor, noisy: bool | None = None):
+        """Training / evaluation pass on images in [0, 1] whose sides are multiples of 64.
+
+        Returns the reconstruction in [-1, 1] and the rate of each latent in nats, each of
+        shape (B,). With ``noisy`` (default: ``self.training``) latents are posterior
+        samples ``qm + U(−½, ½)``; otherwise they are quantised as when coding.
+        """
+        noisy = self.training if noisy is None else noisy
+        emb = self.embed(lmbda)
+        taps = self.encoder(self.preprocess(im), emb)
+        rates = []
+
+        def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
+            h, mean, log_sigma = latent.prior_params(h, emb)
+            qm = latent.posterior_mean(h, taps[stage], emb)
+            if noisy:
+                z = qm + torch.empty_like(qm).uniform_(-0.5, 0.5)
+            else:
+                z = mean + torch.round(qm - mean)
+            with torch.autocast(device_type=z.device.type, enabled=False):
+                rates.append(-gaussian_log_likelihood(z, mean, log_sigma).sum(dim=(1, 2, 3)))
+            return latent.fuse(h, z, emb)
+
+        grid = (im.shape[2] // PAD_MULTIPLE, im.shape[3] // PAD_MULTIPLE)
+        h = self.top_down(emb, grid, visit)
+        return self.synthesis(h, emb), rates
+
+    # -- coding (batch size 1, float32; see bgcodec.codec for devices) ---------------
+
+    @torch.no_grad()
+    def analyse(self, im: torch.Tensor, emb: torch.Tensor) -> list[torch.Tensor]:
+        """Bottom-up pass: the encoder taps (coarse first). May run on any device."""
+        return self.encoder(self.preprocess(im), emb)
+
+    @torch.no_grad()
+    def encode_latents(self, taps: list[torch.Tensor], emb: torch.Tensor):
+        """Quantise all latents through the probability path the decoder runs.
+
+        Returns the integer residuals and the scale-table indices of each latent (as numpy
+        arrays) and the top-down feature after the last latent (the synthesis input).
+        """
+        symbols, indices = [], []
+
+        def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
+            h, mean, log_sigma = latent.prior_params(h, emb)
+            k = torch.round(latent.posterior_mean(h, taps[stage], emb) - mean)
+            symbols.append(k.numpy().astype(np.int64))
+            indices.append(scale_indices(torch.exp(log_sigma).numpy()))
+            return latent.fuse(h, mean + k, emb)
+
+        grid = tuple(taps[0].shape[2:])
+        h = self.top_down(emb, grid, visit)
+        return symbols, indices, h
+
+    @torch.no_grad()
+    def decode_latents(self, emb: torch.Tensor, grid: tuple[int, int],
+                       read_symbols: Callable[[int, np.ndarray], np.ndarray | None]):
+        """Rebuild the latents from their residuals.
+
+        ``read_symbols(latent index, scale indices)`` returns that latent's residuals, or
+        None for a latent that is not in the file (it then takes its prior mean).
+        Returns the scale indices of every latent and the synthesis input.
+        """
+        indices = []
+
+        def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
+            h, mean, log_sigma = latent.prior_params(h, emb)
+            idx = scale_indices(torch.exp(log_sigma).numpy())
+            symbols = read_symbols(len(indices), idx)
+            indices.append(idx)
+            z = mean if symbols is None else mean + torch.from_numpy(symbols.astype(np.float32))
+            return latent.fuse(h, z, emb)
+
+        h = self.top_down(emb, grid, visit)
+        return indices, h
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
