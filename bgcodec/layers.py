@@ -15,10 +15,25 @@ from torch import nn
 EMBED_DIM = 256
 
 
-def conv(cin: int, cout: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+class PointwiseConv(nn.Linear):
+    """A 1×1 conv computed as a Linear over the channels of an NCHW tensor.
+
+    oneDNN's 1×1 convolution gives results that depend on the thread count in the last
+    bits; the decoder must rebuild the encoder's probabilities exactly, so every 1×1 conv
+    uses this (its GEMM is thread-count invariant, checked in tests/test_determinism.py).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def conv(cin: int, cout: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Module:
     """A 'same'-padded conv whose bias starts at zero (QARV's conv factory)."""
-    layer = nn.Conv2d(cin, cout, kernel_size, stride, padding=(kernel_size - 1) // 2 if stride == 1 else 0,
-                      groups=groups)
+    if kernel_size == 1 and stride == 1 and groups == 1:
+        layer = PointwiseConv(cin, cout)
+    else:
+        layer = nn.Conv2d(cin, cout, kernel_size, stride, padding=(kernel_size - 1) // 2 if stride == 1 else 0,
+                          groups=groups)
     nn.init.zeros_(layer.bias)
     return layer
 

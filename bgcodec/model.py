@@ -74,7 +74,7 @@ CONFIGS: dict[str, BGVAEConfig] = {
     # The published size (≈ 97 M parameters), for GPU users.
     "paper": BGVAEConfig(),
     # What 2 CPU cores can train: 5.96 M parameters; one training step (forward, backward,
-    # fused Adam) on 16 crops of 128×128 takes 0.29 s on this project's 2-core machine
+    # fused Adam) on 16 crops of 128×128 takes 0.28 s on this project's 2-core machine
     # (channels_last, fp32; benchmarks/train_speed.py).
     "small": BGVAEConfig(
         enc_widths=(32, 48, 96, 128, 128),
@@ -318,17 +318,23 @@ class BGVAE(nn.Module):
         return self.encoder(self.preprocess(im), emb)
 
     @torch.no_grad()
-    def encode_latents(self, taps: list[torch.Tensor], emb: torch.Tensor):
-        """Quantise all latents through the probability path the decoder runs.
+    def encode_latents(self, taps: list[torch.Tensor], emb: torch.Tensor, depth: int | None = None):
+        """Quantise the latents through the probability path the decoder runs.
 
+        Latents past ``depth`` (default: all) are not transmitted: their residuals are 0,
+        so they take their prior means, as in the decoder.
         Returns the integer residuals and the scale-table indices of each latent (as numpy
         arrays) and the top-down feature after the last latent (the synthesis input).
         """
+        depth = self.cfg.num_latents if depth is None else depth
         symbols, indices = [], []
 
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
             h, mean, log_sigma = latent.prior_params(h, emb)
-            k = torch.round(latent.posterior_mean(h, taps[stage], emb) - mean)
+            if len(symbols) < depth:
+                k = torch.round(latent.posterior_mean(h, taps[stage], emb) - mean)
+            else:
+                k = torch.zeros_like(mean)
             symbols.append(k.numpy().astype(np.int64))
             indices.append(scale_indices(torch.exp(log_sigma).numpy()))
             return latent.fuse(h, mean + k, emb)

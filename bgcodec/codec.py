@@ -1,0 +1,136 @@
+"""Image ↔ .bgv bytes with a loaded BG-VAE.
+
+Determinism (DESIGN-NOTES §8): the prior parameters that select the coder's tables come
+from one canonical path, the top-down network in float32 on the CPU, run identically by
+the encoder (from the dequantised latents) and the decoder. Only the bottom-up analysis
+and the synthesis, which never touch the coder's tables, may run on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import container, entropy, lambdas
+from .errors import BgcodecError, FormatError
+from .model import PAD_MULTIPLE, BGVAE
+from .weights import LoadedModel, load_model
+
+LAMBDA_TOLERANCE = 1e-6
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BgcodecError("--device cuda: no CUDA device is available")
+    if device not in ("cpu", "cuda"):
+        raise BgcodecError(f"unknown device {device!r} (use auto, cpu or cuda)")
+    return torch.device(device)
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 → 1x3xH'xW' in [0, 1], edge-padded at the bottom and right to multiples of 64."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise BgcodecError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+    h, w = image.shape[:2]
+    pad_h, pad_w = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+
+def tensor_to_image(out: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Decoder output in [-1, 1] (1x3xH'xW') → HxWx3 uint8, cropped to the original size."""
+    pixels = ((out[0, :, :height, :width].float().clamp(-1, 1) + 1) * 127.5).round()
+    return pixels.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+class Codec:
+    """A loaded model plus the devices it runs on. Reuse one instance for many images."""
+
+    def __init__(self, loaded: LoadedModel, device: torch.device):
+        self.model: BGVAE = loaded.model.eval()
+        self.identity = loaded.identity
+        self.lambda_range = loaded.lambda_range
+        self.metadata = loaded.metadata
+        self.device = device
+        # The CPU model always computes the priors; a GPU copy may do analysis and synthesis.
+        self.accelerated = self.model if device.type == "cpu" else BGVAE(self.model.cfg).to(device).eval()
+        if self.accelerated is not self.model:
+            self.accelerated.load_state_dict(self.model.state_dict())
+
+    @classmethod
+    def load(cls, weights: str | None = None, device: str = "auto") -> "Codec":
+        return cls(load_model(weights), pick_device(device))
+
+    def _embedding(self, model: BGVAE, lmbda_model: float) -> torch.Tensor:
+        return model.embed(torch.tensor([lmbda_model], dtype=torch.float32, device=next(model.parameters()).device))
+
+    def check_lambda(self, lmbda: float) -> float:
+        """Validate a CLI-convention λ and return the model-convention λ as stored (float32)."""
+        lo, hi = self.lambda_range
+        if not (lo * (1 - LAMBDA_TOLERANCE) <= lmbda <= hi * (1 + LAMBDA_TOLERANCE)):
+            raise BgcodecError(f"λ={lmbda:g} is outside the range these weights were trained for "
+                               f"({lo:.4g} to {hi:.4g})")
+        return float(np.float32(lambdas.to_model(lmbda)))
+
+    @torch.no_grad()
+    def encode(self, image: np.ndarray, lmbda: float, *, depth: int | None = None,
+               return_reconstruction: bool = False):
+        """Compress an HxWx3 uint8 image at λ (CLI convention) into .bgv bytes.
+
+        ``depth`` keeps only the first latents (the rest decode to their prior means).
+        With ``return_reconstruction`` also returns the image the decoder will produce.
+        """
+        lmbda_model = self.check_lambda(lmbda)
+        num_latents = self.model.cfg.num_latents
+        depth = num_latents if depth is None else depth
+        if not 1 <= depth <= num_latents:
+            raise BgcodecError(f"depth must be in 1..{num_latents}, got {depth}")
+        height, width = image.shape[:2]
+        x = image_to_tensor(image)
+        taps = self.accelerated.analyse(x.to(self.device), self._embedding(self.accelerated, lmbda_model))
+        emb = self._embedding(self.model, lmbda_model)
+        symbols, indices, h = self.model.encode_latents([t.float().cpu() for t in taps], emb, depth)
+        streams = [entropy.encode_symbols(s, i) for s, i in zip(symbols[:depth], indices[:depth])]
+        header = container.Header(model_id=self.identity, lmbda=lmbda_model, height=height, width=width,
+                                  synthesis="full", index_checksum=entropy.indices_checksum(indices[:depth]))
+        data = container.pack(header, streams)
+        if not return_reconstruction:
+            return data
+        return data, self._synthesize(h, lmbda_model, height, width)
+
+    @torch.no_grad()
+    def decode(self, data: bytes, name: str = "<input>") -> np.ndarray:
+        """Decompress .bgv bytes into an HxWx3 uint8 image; raises FormatError naming ``name``."""
+        header, streams = container.unpack(data, name)
+        if header.model_id != self.identity:
+            raise FormatError(f"{name}: encoded with model {header.model_id.hex()}, but the loaded weights are "
+                              f"{self.identity.hex()} (pass the matching --weights)")
+        depth = len(streams)
+        if depth > self.model.cfg.num_latents:
+            raise FormatError(f"{name}: file has {depth} latents, the model only {self.model.cfg.num_latents}")
+
+        def read_symbols(i: int, idx: np.ndarray) -> np.ndarray | None:
+            if i >= depth:
+                return None
+            try:
+                return entropy.decode_symbols(streams[i], idx)
+            except FormatError as e:
+                raise FormatError(f"{name}: latent {i + 1}: {e}") from None
+
+        grid = (math.ceil(header.height / PAD_MULTIPLE), math.ceil(header.width / PAD_MULTIPLE))
+        indices, h = self.model.decode_latents(self._embedding(self.model, header.lmbda), grid, read_symbols)
+        if entropy.indices_checksum(indices[:depth]) != header.index_checksum:
+            raise FormatError(f"{name}: the decoder rebuilt different probabilities than the encoder "
+                              "(scale-index checksum mismatch); decode with the same bgcodec, torch build and "
+                              "CPU type, or the file is corrupt")
+        return self._synthesize(h, header.lmbda, header.height, header.width)
+
+    def _synthesize(self, h: torch.Tensor, lmbda_model: float, height: int, width: int) -> np.ndarray:
+        emb = self._embedding(self.accelerated, lmbda_model)
+        out = self.accelerated.synthesis(h.to(self.device), emb)
+        return tensor_to_image(out, height, width)

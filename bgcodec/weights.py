@@ -1,0 +1,118 @@
+"""Loading and saving model weights (safetensors only, never pickle).
+
+A weights file carries its own config and λ range in the safetensors metadata, so a
+file alone is enough to rebuild the model. ``random:CONFIG[:SEED]`` instead names a
+deterministic random initialisation (for tests, and until trained weights ship).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from . import lambdas
+from .errors import WeightsError
+from .model import BGVAE, CONFIGS, BGVAEConfig
+
+DEFAULT_WEIGHTS = "random:small"
+"""What the CLI loads without --weights. Becomes a file name in weights/ once trained weights ship."""
+
+WEIGHTS_ENV = "BGCODEC_WEIGHTS"
+
+
+@dataclass
+class LoadedModel:
+    model: BGVAE
+    identity: bytes
+    """4 bytes derived from the tensors; a .bgv file records it so other weights refuse it."""
+    lambda_range: tuple[float, float]
+    """λ range in the CLI (CompressAI) convention."""
+    metadata: dict[str, str]
+
+
+def model_identity(state_dict: dict[str, torch.Tensor]) -> bytes:
+    """A short hash of the weights: names, dtypes, shapes and values, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.digest()[:4]
+
+
+def search_dirs() -> list[Path]:
+    """Where a bare weights file name is looked up: the source checkout, then the install prefix."""
+    return [Path(__file__).resolve().parent.parent / "weights", Path(sys.prefix) / "share" / "bgcodec" / "weights"]
+
+
+def resolve(spec: str | None) -> str:
+    """Turn a --weights value (None = default) into a path or a ``random:`` spec."""
+    spec = spec or os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS
+    if spec.startswith("random:") or os.sep in spec or os.path.exists(spec):
+        return spec
+    for folder in search_dirs():
+        if (folder / spec).is_file():
+            return str(folder / spec)
+    return spec
+
+
+def load_model(spec: str | None = None) -> LoadedModel:
+    """Load weights by path, bare file name (searched in :func:`search_dirs`) or ``random:`` spec."""
+    spec = resolve(spec)
+    if spec.startswith("random:"):
+        return _random_model(spec)
+    return _load_file(spec)
+
+
+def _random_model(spec: str) -> LoadedModel:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or parts[1] not in CONFIGS or (len(parts) == 3 and not parts[2].isdigit()):
+        raise WeightsError(f"{spec}: expected random:CONFIG[:SEED] with CONFIG in {sorted(CONFIGS)}")
+    seed = int(parts[2]) if len(parts) == 3 else 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BGVAE(CONFIGS[parts[1]]).eval()
+    lo, hi = model.cfg.lmbda_range
+    return LoadedModel(model, model_identity(model.state_dict()), (lambdas.to_cli(lo), lambdas.to_cli(hi)),
+                       {"config_name": parts[1], "seed": str(seed)})
+
+
+def _load_file(path: str) -> LoadedModel:
+    if not os.path.isfile(path):
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not a safetensors weights file ({e})") from None
+    try:
+        cfg = BGVAEConfig.from_dict(json.loads(metadata["config"]))
+        lambda_range = tuple(float(v) for v in json.loads(metadata["lambda_range"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise WeightsError(f"{path}: weights metadata lacks a valid config or lambda_range ({e})") from None
+    model = BGVAE(cfg)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise WeightsError(f"{path}: weights do not fit the config they declare ({first})") from None
+    return LoadedModel(model.eval(), model_identity(state), (lambda_range[0], lambda_range[1]), metadata)
+
+
+def save_model(model: BGVAE, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Save weights with the config and the λ range (CLI convention) in the metadata."""
+    lo, hi = model.cfg.lmbda_range
+    meta = {"format": "bgcodec-weights-1", "config": json.dumps(model.cfg.to_dict()),
+            "lambda_range": json.dumps([lambdas.to_cli(lo), lambdas.to_cli(hi)])}
+    meta.update(metadata or {})
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata=meta)
