@@ -36,7 +36,7 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 → 1x3xH'xW' in [0, 1], edge-padded at the bottom and right to multiples of 64."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise BgcodecError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+    x = torch.tensor(image).permute(2, 0, 1)[None].float() / 255
     h, w = image.shape[:2]
     pad_h, pad_w = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x

@@ -38,11 +38,16 @@ class LoadedModel:
     metadata: dict[str, str]
 
 
+def dense_cpu(tensor: torch.Tensor) -> torch.Tensor:
+    """A row-major CPU copy (state dicts of channels_last models have permuted strides)."""
+    return torch.empty(tensor.shape, dtype=tensor.dtype).copy_(tensor.detach())
+
+
 def model_identity(state_dict: dict[str, torch.Tensor]) -> bytes:
     """A short hash of the weights: names, dtypes, shapes and values, in name order."""
     digest = hashlib.sha256()
     for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
+        tensor = dense_cpu(state_dict[name])
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.digest()[:4]
@@ -114,5 +119,5 @@ def save_model(model: BGVAE, path: str | os.PathLike, metadata: dict[str, str] |
     meta = {"format": "bgcodec-weights-1", "config": json.dumps(model.cfg.to_dict()),
             "lambda_range": json.dumps([lambdas.to_cli(lo), lambdas.to_cli(hi)])}
     meta.update(metadata or {})
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: dense_cpu(v) for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata=meta)

@@ -1,0 +1,69 @@
+"""Training data: image folders, random crops with padding, flips."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+JPEG_SUFFIXES = {".jpg", ".jpeg"}
+
+
+def find_images(folders: list[str | os.PathLike]) -> list[Path]:
+    """All PNG/JPEG files below the given folders (recursive), in sorted order."""
+    files = []
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: not a directory")
+        files += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no PNG or JPEG images found in {', '.join(map(str, folders))}")
+    return files
+
+
+def load_training_image(path: Path, downscale_jpeg: bool) -> np.ndarray:
+    """HxWx3 uint8. JPEG sources are optionally halved (Lanczos) to remove coding artefacts."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if downscale_jpeg and path.suffix.lower() in JPEG_SUFFIXES:
+            im = im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.LANCZOS)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A size×size crop; images smaller than that are reflect-padded (edge-padded if tiny)."""
+    h, w = image.shape[:2]
+    pad_h, pad_w = max(0, size - h), max(0, size - w)
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < h and pad_w < w else "edge"
+        image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+        h, w = image.shape[:2]
+    top = int(rng.integers(0, h - size + 1))
+    left = int(rng.integers(0, w - size + 1))
+    crop = image[top:top + size, left:left + size]
+    return crop[:, ::-1] if rng.random() < 0.5 else crop
+
+
+class CropSampler:
+    """Keeps the decoded training images in memory and draws batches of random crops.
+
+    Each DDP rank gets its own stream of crops from (seed, rank).
+    """
+
+    def __init__(self, folders: list[str | os.PathLike], crop: int, downscale_jpeg: bool = False,
+                 seed: int = 0, rank: int = 0):
+        self.files = find_images(folders)
+        self.images = [load_training_image(p, downscale_jpeg) for p in self.files]
+        self.crop = crop
+        self.rng = np.random.default_rng([seed, rank])
+
+    def batch(self, size: int) -> torch.Tensor:
+        """(size, 3, crop, crop) float32 in [0, 1]."""
+        picks = self.rng.integers(0, len(self.images), size)
+        crops = np.stack([random_crop(self.images[i], self.crop, self.rng) for i in picks])
+        return torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255)

@@ -1,0 +1,315 @@
+"""Variable-rate training of BG-VAE (DESIGN-NOTES §1.7–1.10, scaled to small budgets).
+
+One entry point for CPU, one GPU and several GPUs (``torchrun`` → DistributedDataParallel).
+A run directory holds ``checkpoint.safetensors`` (model, EMA, optimizer; for --resume),
+``ema.safetensors`` (the exported weights, loadable with ``--weights``), ``log.csv`` and
+``val.csv``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from . import lambdas
+from .codec import Codec
+from .data import CropSampler, find_images, load_training_image
+from .model import BGVAE, CONFIGS
+from .weights import LoadedModel, dense_cpu, load_model, model_identity, save_model
+
+LOG2E = math.log2(math.e)
+
+
+@dataclass
+class TrainOptions:
+    data: list[str]
+    out: str
+    config: str = "small"
+    steps: int = 100_000
+    batch_size: int = 16
+    crop: int = 128
+    lr: float = 2e-4
+    warmup_steps: int = 500
+    grad_clip: float = 2.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    downscale_jpeg: bool = False
+    device: str = "auto"
+    threads: int | None = None
+    bf16: bool = False
+    resume: bool = False
+    init: str | None = None
+    log_every: int = 50
+    checkpoint_minutes: float = 5.0
+    val_dir: str | None = None
+    val_images: int = 3
+    val_every: int = 2000
+    val_lambdas: list[float] = field(default_factory=lambda: [0.0067, 0.0483, 0.2])
+
+
+def sample_lambdas(n: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
+    """λ uniform in cube-root space over [lo, hi] (QARV's variable-rate sampling), one per image."""
+    u = torch.rand(n, generator=generator)
+    return (lo ** (1 / 3) + u * (hi ** (1 / 3) - lo ** (1 / 3))) ** 3
+
+
+def rate_distortion(model: torch.nn.Module, im: torch.Tensor, lmbda: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The variable-rate objective: nats per sub-pixel + λ·MSE on the [-1, 1] scale, batch mean."""
+    out, rates = model(im, lmbda)
+    num_dims = 3 * im.shape[2] * im.shape[3]
+    rate = torch.stack(rates).sum(0) / num_dims
+    mse = (out.float() - (2 * im - 1)).pow(2).mean(dim=(1, 2, 3))
+    return {"loss": (rate + lmbda * mse).mean(), "bpp": (rate * 3 * LOG2E).mean(),
+            "psnr": (10 * torch.log10(4 / mse.clamp_min(1e-10))).mean()}
+
+
+def learning_rate(step: int, opts: TrainOptions) -> float:
+    """Linear warm-up, constant to half-way, then cosine down to 1 % (QARV's const-0.5-cos)."""
+    if step < opts.warmup_steps:
+        return opts.lr * (step + 1) / opts.warmup_steps
+    half = opts.steps // 2
+    if step < half:
+        return opts.lr
+    t = (step - half) / max(1, opts.steps - half)
+    return opts.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+class EMA:
+    """Exponential moving average of the parameters, warmed up so early steps count fully."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = self.decay * (1 - math.exp(-step / (10 / (1 - self.decay))))
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - decay)
+
+
+def init_from(model: BGVAE, path: str) -> list[str]:
+    """Copy every tensor whose name and shape match; return the names that did not."""
+    source = load_model(path).model.state_dict()
+    target = model.state_dict()
+    matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    model.load_state_dict(matched, strict=False)
+    return sorted(set(target) - set(matched)) + sorted(f"{k} (unused)" for k in set(source) - set(target))
+
+
+# -- checkpoints (safetensors: tensors, with the rest as JSON metadata) -------------------
+
+def save_checkpoint(path: Path, model: BGVAE, ema: EMA, optimizer: torch.optim.Optimizer, step: int,
+                    opts: TrainOptions, wall_s: float) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema.model.state_dict().items()})
+    opt_state = optimizer.state_dict()
+    for index, state in opt_state["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    meta = {"step": str(step), "wall_seconds": str(round(wall_s, 1)), "options": json.dumps(dataclasses.asdict(opts)),
+            "param_groups": json.dumps(opt_state["param_groups"])}
+    tmp = path.with_suffix(".tmp")
+    save_file({k: dense_cpu(v) for k, v in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: BGVAE, ema: EMA, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
+    """Restore a checkpoint; returns the step and the wall time spent so far."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, index, key = k.split(".", 2)
+            state.setdefault(int(index), {})[key] = v
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    return int(meta["step"]), float(meta.get("wall_seconds", 0))
+
+
+def export_weights(path: Path, model: BGVAE, step: int, opts: TrainOptions, wall_s: float,
+                   half: bool = False) -> None:
+    """Write inference weights with config, λ range and training provenance in the metadata."""
+    provenance = {
+        "steps": step, "batch_size": opts.batch_size, "crop": opts.crop, "lr": opts.lr,
+        "data": [str(d) for d in opts.data], "downscale_jpeg": opts.downscale_jpeg,
+        "seed": opts.seed, "init": opts.init, "wall_seconds": round(wall_s),
+        "hardware": hardware_description(), "torch": torch.__version__,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+    }
+    export = copy.deepcopy(model).half() if half else model
+    tmp = path.with_suffix(".tmp")
+    save_model(export, tmp, {"config_name": opts.config, "training": json.dumps(provenance)})
+    os.replace(tmp, path)
+
+
+def hardware_description() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{torch.get_num_threads()} threads of {cpu}"
+
+
+# -- validation with real bitstreams --------------------------------------------------------
+
+def validate(model: BGVAE, images: list[np.ndarray], lambdas_cli: list[float]) -> list[dict]:
+    """Encode and decode each image with the real coder; mean bpp (file sizes) and PSNR per λ."""
+    cpu_model = copy.deepcopy(model).float().cpu().eval()
+    lo, hi = cpu_model.cfg.lmbda_range
+    codec = Codec(LoadedModel(cpu_model, model_identity(cpu_model.state_dict()),
+                              (lambdas.to_cli(lo), lambdas.to_cli(hi)), {}), torch.device("cpu"))
+    rows = []
+    for lmbda in lambdas_cli:
+        bpp, psnr = [], []
+        for image in images:
+            data = codec.encode(image, lmbda)
+            decoded = codec.decode(data)
+            mse = np.mean((decoded.astype(np.float64) - image) ** 2)
+            bpp.append(8 * len(data) / (image.shape[0] * image.shape[1]))
+            psnr.append(10 * math.log10(255**2 / max(mse, 1e-10)))
+        rows.append({"lambda": lmbda, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))})
+    return rows
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+class _StopRequested:
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _setup_distributed(device_kind: str) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return dist.get_rank(), world
+
+
+def train(opts: TrainOptions, log=print) -> Path:
+    """Run (or resume) training; returns the path of the exported EMA weights."""
+    device_kind = "cuda" if opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available()) else "cpu"
+    rank, world = _setup_distributed(device_kind)
+    if device_kind == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    else:
+        device = torch.device("cpu")
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed + rank)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint.safetensors"
+
+    model = BGVAE(CONFIGS[opts.config])
+    if opts.init and not (opts.resume and checkpoint.exists()):
+        missing = init_from(model, opts.init)
+        log(f"init from {opts.init}: {len(missing)} tensors not matched" + (f": {', '.join(missing)}" if missing else ""))
+    model = model.to(device, memory_format=torch.channels_last)
+    ema = EMA(model, opts.ema_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, fused=device_kind == "cuda" or None)
+    step, wall_before = 0, 0.0
+    if opts.resume and checkpoint.exists():
+        step, wall_before = load_checkpoint(checkpoint, model, ema, optimizer)
+        log(f"resumed from {checkpoint} at step {step}")
+    trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    sampler = CropSampler(opts.data, opts.crop, opts.downscale_jpeg, seed=opts.seed + step, rank=rank)
+    lmbda_gen = torch.Generator().manual_seed(opts.seed * 1000 + rank + step)
+    val_images = []
+    if rank == 0 and opts.val_dir:
+        val_images = [load_training_image(p, False) for p in find_images([opts.val_dir])[:opts.val_images]]
+    lo, hi = model.cfg.lmbda_range
+    log(f"training {opts.config} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params) on "
+        f"{len(sampler.images)} images, {world}× {device_kind}, batch {opts.batch_size}×{opts.crop}², "
+        f"steps {step}→{opts.steps}")
+
+    stop = _StopRequested()
+    start, last_save = time.time() - wall_before, time.time()
+    window: list[dict] = []
+    window_start = time.time()
+    while step < opts.steps and not stop.requested:
+        lr = learning_rate(step, opts)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        im = sampler.batch(opts.batch_size).to(device).contiguous(memory_format=torch.channels_last)
+        lmbda = sample_lambdas(opts.batch_size, lo, hi, lmbda_gen).to(device)
+        with torch.autocast(device_kind, dtype=torch.bfloat16, enabled=opts.bf16):
+            stats = rate_distortion(trained, im, lmbda)
+        optimizer.zero_grad(set_to_none=True)
+        stats["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
+        if torch.isfinite(grad_norm):
+            optimizer.step()
+            ema.update(model, step)
+        step += 1
+        window.append({k: v.item() for k, v in stats.items()})
+        if rank != 0:
+            continue
+        if step % opts.log_every == 0 or step == opts.steps:
+            elapsed = time.time() - window_start
+            row = {"step": step, "images_per_s": round(len(window) * opts.batch_size * world / elapsed, 2),
+                   **{k: round(float(np.mean([w[k] for w in window])), 4) for k in window[0]}, "lr": lr,
+                   "time": round(time.time() - start, 1)}
+            _append_csv(out / "log.csv", row)
+            log(" ".join(f"{k}={v}" for k, v in row.items()))
+            window, window_start = [], time.time()
+        if val_images and (step % opts.val_every == 0 or step == opts.steps):
+            for row in validate(ema.model, val_images, opts.val_lambdas):
+                _append_csv(out / "val.csv", {"step": step, **row})
+                log(f"val step={step} lambda={row['lambda']} bpp={row['bpp']:.4f} psnr={row['psnr']:.3f}")
+        if time.time() - last_save > 60 * opts.checkpoint_minutes:
+            _save(out, model, ema, optimizer, step, opts, time.time() - start)
+            last_save = time.time()
+    if rank == 0:
+        _save(out, model, ema, optimizer, step, opts, time.time() - start)
+        log(f"saved step {step} to {out}" + (" (stopped by signal)" if stop.requested else ""))
+    if world > 1:
+        dist.destroy_process_group()
+    return out / "ema.safetensors"
+
+
+def _save(out: Path, model, ema, optimizer, step, opts, wall_s) -> None:
+    save_checkpoint(out / "checkpoint.safetensors", model, ema, optimizer, step, opts, wall_s)
+    export_weights(out / "ema.safetensors", ema.model, step, opts, wall_s)
