@@ -26,7 +26,8 @@ STDIO = "-"
 EXIT_OK = 0
 EXIT_FAILED = 1  # some inputs failed
 EXIT_USAGE = 2  # click's own code for usage errors
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM
 
 MAIN_EPILOG = """\b
 Examples:
@@ -41,7 +42,8 @@ Exit status:
        'bgcodec: error: ...' line on stderr; the others
        were still processed)
   2    usage error (unknown option, bad value, ...)
-  130  interrupted (no partial output file is left behind)
+  130  interrupted by Ctrl-C, 143 by SIGTERM (no partial
+       output file is left behind)
 """
 
 ENCODE_EPILOG = """\b
@@ -103,6 +105,10 @@ def _describe(exc: BaseException) -> str:
 
 class _Fatal(Exception):
     """Stops the whole run (e.g. the model cannot be loaded)."""
+
+
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler so that temporary files are cleaned up."""
 
 
 class Reporter:
@@ -335,6 +341,7 @@ def _run_batch(
     process: Callable[[Job, Reporter], None],
     reporter: Reporter,
     verb: str,
+    label: str,
 ) -> None:
     failed = 0
 
@@ -358,7 +365,7 @@ def _run_batch(
         if show_bar:
             with click.progressbar(
                 jobs,
-                label=verb.capitalize(),
+                label=label,
                 file=sys.stderr,
                 show_pos=True,
                 item_show_func=lambda job: job.name if job is not None else None,
@@ -378,6 +385,9 @@ def _run_batch(
     except KeyboardInterrupt:
         reporter.error("interrupted")
         ctx.exit(EXIT_INTERRUPTED)
+    except _Terminated:
+        reporter.error("terminated")
+        ctx.exit(EXIT_TERMINATED)
 
     if len(jobs) > 1:
         done = len(jobs) - failed
@@ -421,25 +431,30 @@ def _model_options(f):
     return f
 
 
-def _output_options(f, ext: str, what: str):
-    f = click.option("--quiet", is_flag=True, help="Print only errors (no notes, statistics, progress bar).")(f)
-    f = click.option(
-        "-f",
-        "--force",
-        is_flag=True,
-        help="Overwrite existing output files (default: an existing output makes that input fail).",
-    )(f)
-    f = click.option(
-        "-o",
-        "--output",
-        metavar="OUT|DIR/",
-        default=None,
-        help=f"Output {what}, or a directory (an existing one, or a path ending in '/', which "
-        f"is created) to write DIR/<name>{ext} into; '-' writes to stdout.  A single file "
-        f"name needs a single input.  Default: next to each input with the extension "
-        f"replaced by {ext}, or stdout when the input is '-'.",
-    )(f)
-    return f
+def _output_options(ext: str, what: str):
+    """-o/--output, -f/--force and --quiet, shared by encode and decode."""
+
+    def decorate(f):
+        f = click.option("--quiet", is_flag=True, help="Print only errors (no notes, statistics, progress bar).")(f)
+        f = click.option(
+            "-f",
+            "--force",
+            is_flag=True,
+            help="Overwrite existing output files (default: an existing output makes that input fail).",
+        )(f)
+        f = click.option(
+            "-o",
+            "--output",
+            metavar="OUT|DIR/",
+            default=None,
+            help=f"Output {what}, or a directory (an existing one, or a path ending in '/', which "
+            f"is created) to write DIR/<name>{ext} into; '-' writes to stdout.  A single file "
+            f"name needs a single input.  Default: next to each input with the extension "
+            f"replaced by {ext}, or stdout when the input is '-'.",
+        )(f)
+        return f
+
+    return decorate
 
 
 @cli.command(epilog=ENCODE_EPILOG, short_help="Compress images to .bgv.")
@@ -450,9 +465,9 @@ def _output_options(f, ext: str, what: str):
     "lmbda",
     type=float,
     metavar="LAMBDA",
-    help="Rate-distortion trade-off (CompressAI convention, e.g. 0.0018 small ... 0.0483 "
-    "high quality); must lie in the range the weights were trained for.  "
-    "Excludes -q.",
+    help="Rate-distortion trade-off in the CompressAI convention (larger = better "
+    "quality, bigger file).  Must lie in the range the weights were trained for; a "
+    "value outside it is an error that states the range.  Excludes -q.",
 )
 @click.option(
     "-q",
@@ -462,6 +477,7 @@ def _output_options(f, ext: str, what: str):
     help="Quality, mapped onto the weights' lambda range (1 = smallest file, "
     "100 = best quality).  Default: 75 when -l is not given.",
 )
+@_output_options(".bgv", "file")
 @_model_options
 @click.option(
     "--drop-alpha",
@@ -519,11 +535,12 @@ def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, d
             f"{len(bits):,} bytes, {8 * len(bits) / (width * height):.3f} bpp"
         )
 
-    _run_batch(ctx, jobs, process, Reporter(quiet), "encoded")
+    _run_batch(ctx, jobs, process, Reporter(quiet), "encoded", "Encoding")
 
 
 @cli.command(epilog=DECODE_EPILOG, short_help="Decompress .bgv files to images.")
 @click.argument("inputs", nargs=-1, required=True, metavar="IN...")
+@_output_options(".png", "image (format from its extension)")
 @_model_options
 @click.pass_context
 def decode(ctx, inputs, output, device, weights, force, quiet):
@@ -544,12 +561,7 @@ def decode(ctx, inputs, output, device, weights, force, quiet):
         height, width = image.shape[:2]
         reporter.info(f"{job.name} -> {job.dest_name}: {width}x{height}")
 
-    _run_batch(ctx, jobs, process, Reporter(quiet), "decoded")
-
-
-# encode/decode share the output options; decorate here to keep the order of --help tidy
-encode = _output_options(encode, ".bgv", "file")
-decode = _output_options(decode, ".png", "image (format from its extension)")
+    _run_batch(ctx, jobs, process, Reporter(quiet), "decoded", "Decoding")
 
 
 @cli.command(epilog=INFO_EPILOG, short_help="Show the header of .bgv files.")
@@ -586,7 +598,8 @@ def info(ctx, files, as_json):
         elif results:
             click.echo(json.dumps(results[0], indent=2, default=str))
     else:
-        click.echo("\n".join(_format_block(r) for r in results), nl=bool(results))
+        if results:
+            click.echo("\n\n".join(_format_block(r) for r in results))
     ctx.exit(EXIT_FAILED if failed else EXIT_OK)
 
 
@@ -603,11 +616,21 @@ def _format_block(result: dict) -> str:
     width = max((len(key) for key, _ in rows), default=0) + 1
     lines = [f"{result['file']}:"]
     lines += [f"  {key + ':':<{width}} {value}" for key, value in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM
+        pass
     cli.main(args=argv, prog_name=PROG)
 
 

@@ -202,7 +202,10 @@ def _to_rgb(img: Image.Image, name: str, *, drop_alpha: bool) -> tuple[np.ndarra
     else:
         raise ImageError(f"{name}: unsupported pixel format (mode {mode})")
 
-    return np.ascontiguousarray(rgb, dtype=np.uint8), notes
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if not rgb.flags.writeable:  # arrays viewing Pillow's buffer are read-only
+        rgb = rgb.copy()
+    return rgb, notes
 
 
 def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
@@ -256,6 +259,8 @@ def format_for(target: str | os.PathLike | None, format: str | None = None) -> s
         supported = ", ".join("." + ext for ext in SAVE_EXTENSIONS)
         raise ImageError(f"{where}: unknown output image format '.{key}' (supported: {supported})")
     fmt = _SAVE_FORMATS[key][0]
+    if fmt not in Image.SAVE:
+        Image.init()  # Pillow registers most plugins lazily
     if fmt not in Image.SAVE:
         raise ImageError(f"{where}: this Pillow build cannot write {fmt}")
     return key
