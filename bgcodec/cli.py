@@ -619,6 +619,55 @@ def _format_block(result: dict) -> str:
     return "\n".join(lines)
 
 
+TRAIN_EPILOG = """\b
+Examples:
+  bgcodec train photos/ -o runs/small --config small --steps 100000
+  bgcodec train photos/ -o runs/small --resume          # continue after a stop
+  bgcodec train photos/ -o runs/ft --init weights/bgvae-small.safetensors
+  torchrun --nproc-per-node 4 -m bgcodec train photos/ -o runs/paper --config paper
+
+\b
+The run directory gets checkpoint.safetensors (for --resume), ema.safetensors
+(the weights to use with --weights), log.csv and val.csv.  SIGINT/SIGTERM save a
+checkpoint before exiting.
+"""
+
+
+@cli.command(epilog=TRAIN_EPILOG, short_help="Train a model on image folders.")
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False), metavar="DIR...")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--config", default="small", show_default=True, type=click.Choice(["tiny", "small", "paper"]),
+              help="Model size.")
+@click.option("--steps", default=100_000, show_default=True, type=click.IntRange(min=1), help="Total steps.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1), help="Crops per step (per GPU).")
+@click.option("--crop", default=128, show_default=True, type=click.IntRange(min=64), help="Crop size in pixels.")
+@click.option("--lr", default=2e-4, show_default=True, type=float, help="Peak learning rate (Adam).")
+@click.option("--warmup-steps", default=500, show_default=True, type=click.IntRange(min=1), help="Linear LR warm-up.")
+@click.option("--ema-decay", default=0.999, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="EMA decay of the exported weights.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--downscale-jpeg", is_flag=True, help="Halve JPEG sources before cropping (removes JPEG artefacts).")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+@click.option("--bf16", is_flag=True, help="bf16 autocast (CUDA).")
+@click.option("--resume", is_flag=True, help="Continue from the run directory's checkpoint.")
+@click.option("--init", "init", metavar="WEIGHTS", default=None,
+              help="Start from a weights file (matching tensors only), with a fresh optimizer.")
+@click.option("--val-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Images for periodic validation with real bitstreams (the first --val-images).")
+@click.option("--val-every", default=2000, show_default=True, type=click.IntRange(min=1))
+@click.option("--log-every", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--checkpoint-minutes", default=5.0, show_default=True, type=click.FloatRange(min=0.1))
+def train(data, out, **options):
+    """Train BG-VAE (variable rate) on folders of PNG/JPEG images (recursive).
+
+    Runs on CPU, one GPU, or several GPUs when started with torchrun.
+    """
+    from bgcodec.training import TrainOptions, train as run_training
+
+    run_training(TrainOptions(data=list(data), out=out, **options), log=lambda line: click.echo(line, err=True))
+
+
 def _on_sigterm(signum, frame) -> None:
     raise _Terminated()
 

@@ -1,0 +1,135 @@
+"""The trainer: objective, schedule, checkpoints, resume, --init, DDP on CPU."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bgcodec import lambdas
+from bgcodec.data import random_crop
+from bgcodec.model import BGVAE, CONFIGS
+from bgcodec.training import TrainOptions, init_from, learning_rate, sample_lambdas, train
+from bgcodec.weights import load_model
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    """A few small photos-like images, one smaller than the crop and one JPEG."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:120]
+    for i in range(3):
+        base = np.stack([np.sin(xx / (7 + i)), np.cos(yy / (5 + i)), np.sin((xx + yy) / 11)], -1)
+        im = ((base * 0.4 + 0.5) * 255 + rng.normal(0, 4, base.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(im).save(root / f"img{i}.png")
+    Image.fromarray(im[:40, :50]).save(root / "small.jpg", quality=95)
+    return root
+
+
+def options(image_dir, out, **kw):
+    base = dict(data=[str(image_dir)], out=str(out), config="tiny", steps=4, batch_size=2, crop=64,
+                warmup_steps=2, log_every=2, threads=1)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_lambdas_are_drawn_in_range_uniformly_in_cube_root():
+    lam = sample_lambdas(20000, 16.0, 2048.0, torch.Generator().manual_seed(0))
+    assert lam.min() >= 16 and lam.max() <= 2048
+    cube = lam ** (1 / 3)
+    mid = (16 ** (1 / 3) + 2048 ** (1 / 3)) / 2
+    assert abs(float((cube < mid).float().mean()) - 0.5) < 0.02
+
+
+def test_learning_rate_warms_up_holds_then_decays_to_one_percent():
+    opts = TrainOptions(data=[], out="", steps=1000, lr=1e-3, warmup_steps=10)
+    assert learning_rate(0, opts) == pytest.approx(1e-4)
+    assert learning_rate(400, opts) == pytest.approx(1e-3)
+    assert learning_rate(750, opts) < 1e-3
+    assert learning_rate(1000, opts) == pytest.approx(1e-5)
+
+
+def test_random_crop_pads_small_images_and_keeps_size():
+    rng = np.random.default_rng(0)
+    small = np.zeros((10, 300, 3), np.uint8)
+    assert random_crop(small, 64, rng).shape == (64, 64, 3)
+    tiny = np.zeros((1, 1, 3), np.uint8)
+    assert random_crop(tiny, 64, rng).shape == (64, 64, 3)
+
+
+def test_train_resume_and_export(image_dir, tmp_path):
+    out = tmp_path / "run"
+    weights = train(options(image_dir, out, val_dir=str(image_dir), val_images=1, val_every=4,
+                            val_lambdas=[0.01]), log=lambda s: None)
+    log = read_csv(out / "log.csv")
+    assert [int(r["step"]) for r in log] == [2, 4]
+    assert all(np.isfinite(float(r["loss"])) for r in log)
+    val = read_csv(out / "val.csv")
+    assert len(val) == 1 and float(val[0]["bpp"]) > 0
+    loaded = load_model(str(weights))
+    assert loaded.lambda_range == pytest.approx((lambdas.to_cli(16), lambdas.to_cli(2048)))
+    assert '"steps": 4' in loaded.metadata["training"]
+
+    train(options(image_dir, out, steps=6, resume=True), log=lambda s: None)
+    assert [int(r["step"]) for r in read_csv(out / "log.csv")] == [2, 4, 6]
+    resumed = load_model(str(out / "ema.safetensors"))
+    assert '"steps": 6' in resumed.metadata["training"]
+    assert resumed.identity != loaded.identity
+
+
+def test_training_reduces_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = BGVAE(CONFIGS["tiny"]).train()
+    from bgcodec.training import rate_distortion
+
+    im = torch.rand(2, 3, 64, 64)
+    lam = torch.tensor([256.0, 256.0])
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(30):
+        loss = rate_distortion(model, im, lam)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0]
+
+
+def test_init_copies_matching_tensors_and_lists_the_rest(tmp_path):
+    from bgcodec.weights import save_model
+
+    torch.manual_seed(1)
+    source = BGVAE(CONFIGS["tiny"])
+    path = tmp_path / "w.safetensors"
+    save_model(source, path)
+    import dataclasses
+
+    changed = dataclasses.replace(CONFIGS["tiny"], stride4_depth=2)
+    target = BGVAE(changed)
+    missing = init_from(target, str(path))
+    assert missing and all(name.startswith("synthesis.blocks.1.") for name in missing)
+    assert torch.equal(target.bias, source.bias)
+    assert torch.equal(target.synthesis.blocks[0].mlp[0].weight, source.synthesis.blocks[0].mlp[0].weight)
+
+
+def test_two_process_ddp_on_cpu(image_dir, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "bgcodec", "train", str(image_dir), "-o", str(out), "--config", "tiny", "--steps", "2",
+           "--batch-size", "2", "--crop", "64", "--log-every", "1", "--threads", "1", "--device", "cpu"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = read_csv(out / "log.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert (out / "ema.safetensors").exists()
