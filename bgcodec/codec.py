@@ -4,11 +4,18 @@ Determinism (DESIGN-NOTES §8): the prior parameters that select the coder's tab
 from one canonical path, the top-down network in float32 on the CPU, run identically by
 the encoder (from the dequantised latents) and the decoder. Only the bottom-up analysis
 and the synthesis, which never touch the coder's tables, may run on a GPU.
+
+On the CPU everything runs on one thread: MKL's float32 GEMM gives results that depend on
+the thread count in the last bits for some matrix shapes, which would let a decoder on a
+machine with another core count rebuild different tables. For throughput, run several
+files in parallel processes (e.g. ``xargs -P``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -16,10 +23,22 @@ import torch.nn.functional as F
 
 from . import container, entropy, lambdas
 from .errors import BgcodecError, FormatError
+from .imageio import DEFAULT_MAX_PIXELS
 from .model import PAD_MULTIPLE, BGVAE
 from .weights import LoadedModel, load_model
 
 LAMBDA_TOLERANCE = 1e-6
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch's CPU kernels on one thread (process-wide), restoring the count afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def pick_device(device: str) -> torch.device:
@@ -85,6 +104,10 @@ class Codec:
         ``depth`` keeps only the first latents (the rest decode to their prior means).
         With ``return_reconstruction`` also returns the image the decoder will produce.
         """
+        with single_threaded():
+            return self._encode(image, lmbda, depth, return_reconstruction)
+
+    def _encode(self, image: np.ndarray, lmbda: float, depth: int | None, return_reconstruction: bool):
         lmbda_model = self.check_lambda(lmbda)
         num_latents = self.model.cfg.num_latents
         depth = num_latents if depth is None else depth
@@ -104,9 +127,19 @@ class Codec:
         return data, self._synthesize(h, lmbda_model, height, width)
 
     @torch.no_grad()
-    def decode(self, data: bytes, name: str = "<input>") -> np.ndarray:
-        """Decompress .bgv bytes into an HxWx3 uint8 image; raises FormatError naming ``name``."""
+    def decode(self, data: bytes, name: str = "<input>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """Decompress .bgv bytes into an HxWx3 uint8 image; raises FormatError naming ``name``.
+
+        Files claiming more than ``max_pixels`` pixels are refused before any work.
+        """
+        with single_threaded():
+            return self._decode(data, name, max_pixels)
+
+    def _decode(self, data: bytes, name: str, max_pixels: int) -> np.ndarray:
         header, streams = container.unpack(data, name)
+        if header.height * header.width > max_pixels:
+            raise FormatError(f"{name}: image of {header.width}x{header.height} pixels exceeds the limit of "
+                              f"{max_pixels} pixels (see --max-pixels)")
         if header.model_id != self.identity:
             raise FormatError(f"{name}: encoded with model {header.model_id.hex()}, but the loaded weights are "
                               f"{self.identity.hex()} (pass the matching --weights)")

@@ -1,0 +1,384 @@
+"""Tests for bgcodec.codec (image ↔ .bgv) and bgcodec.weights (loading and saving)."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from bgcodec import container, entropy, weights
+from bgcodec.codec import Codec, image_to_tensor
+from bgcodec.errors import BgcodecError, FormatError, WeightsError
+from bgcodec.weights import LoadedModel
+
+LMBDA = 0.01  # CLI convention
+SIZES = [(1, 1), (1, 65), (63, 64), (70, 130)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """2 cores shared with other jobs: torch's 2-thread pool mostly waits; use one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def perturbed_codec(spec: str = "random:tiny", posterior_gain: float = 5.0) -> Codec:
+    """A codec whose network is far from the identity (random init has layer scales 1e-6)."""
+    loaded = weights.load_model(spec)
+    model = loaded.model
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("layer_scale"):
+                p.fill_(0.5)
+            elif name.endswith("dc_scale"):
+                p.fill_(0.3)
+            elif name.endswith("hc_scale"):
+                p.fill_(-0.2)
+            elif name.endswith("posterior.weight"):
+                p.mul_(posterior_gain)
+    identity = weights.model_identity(model.state_dict())
+    assert identity != loaded.identity
+    return Codec(LoadedModel(model, identity, loaded.lambda_range, dict(loaded.metadata)), torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return Codec.load("random:tiny", "cpu")
+
+
+@pytest.fixture(scope="module")
+def lively():
+    return perturbed_codec()
+
+
+def random_image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def smooth_image(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    chans = []
+    for c in range(3):
+        fx, fy, ph = rng.uniform(0.01, 0.08, 2).tolist() + [rng.uniform(0, 6)]
+        chans.append(0.5 + 0.3 * np.sin(fx * x + ph) * np.cos(fy * y) + 0.15 * (x / max(w, 1) - y / max(h, 1)))
+    return (np.clip(np.stack(chans, -1), 0, 1) * 255).round().astype(np.uint8)
+
+
+IMAGES = [(kind, h, w) for kind in ("random", "smooth") for h, w in SIZES]
+
+
+def make_image(kind, h, w, seed=0):
+    return (random_image if kind == "random" else smooth_image)(h, w, seed)
+
+
+# -- round trips -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind,h,w", IMAGES)
+@pytest.mark.parametrize("which", ["codec", "lively"])
+def test_round_trip_matches_encoder_reconstruction(request, which, kind, h, w):
+    c = request.getfixturevalue(which)
+    image = make_image(kind, h, w)
+    data, recon = c.encode(image, LMBDA, return_reconstruction=True)
+    assert isinstance(data, bytes)
+    assert recon.shape == (h, w, 3) and recon.dtype == np.uint8
+    assert data == c.encode(image, LMBDA)  # the encoder is deterministic
+    decoded = c.decode(data)
+    assert decoded.shape == (h, w, 3) and decoded.dtype == np.uint8
+    assert np.array_equal(decoded, recon)
+    header, streams = container.unpack(data)
+    assert (header.height, header.width) == (h, w)
+    assert header.model_id == c.identity
+    assert len(streams) == 9
+
+
+@pytest.mark.parametrize("kind,h,w", [("random", 70, 130), ("smooth", 63, 64), ("random", 1, 65)])
+def test_decoded_symbols_equal_encoded(lively, kind, h, w):
+    image = make_image(kind, h, w, seed=4)
+    data = lively.encode(image, LMBDA)
+    header, streams = container.unpack(data)
+    model = lively.model
+    lmbda_model = lively.check_lambda(LMBDA)
+    assert header.lmbda == lmbda_model
+    emb = model.embed(torch.tensor([lmbda_model]))
+    symbols, indices, _ = model.encode_latents(model.analyse(image_to_tensor(image), emb), emb)
+    assert header.index_checksum == entropy.indices_checksum(indices)
+    nonzero = 0
+    for i, (stream, sym, idx) in enumerate(zip(streams, symbols, indices)):
+        decoded = entropy.decode_symbols(stream, idx)
+        assert np.array_equal(decoded, sym), f"latent {i + 1}"
+        nonzero += np.count_nonzero(sym)
+    assert nonzero > 0  # the test is not vacuous
+
+
+def test_large_residuals_use_escape_coding():
+    wild = perturbed_codec(posterior_gain=30.0)
+    image = random_image(64, 64, seed=9)
+    data, recon = wild.encode(image, LMBDA, return_reconstruction=True)
+    model = wild.model
+    emb = model.embed(torch.tensor([wild.check_lambda(LMBDA)]))
+    symbols, _, _ = model.encode_latents(model.analyse(image_to_tensor(image), emb), emb)
+    assert max(np.abs(s).max() for s in symbols) >= entropy.SUPPORT_RADIUS
+    assert np.array_equal(wild.decode(data), recon)
+
+
+@pytest.mark.parametrize("depth", [1, 5])
+def test_partial_depth(lively, depth):
+    image = smooth_image(70, 130, seed=2)
+    full = lively.encode(image, LMBDA)
+    data, recon = lively.encode(image, LMBDA, depth=depth, return_reconstruction=True)
+    _, streams = container.unpack(data)
+    assert len(streams) == depth
+    assert len(data) < len(full)
+    decoded = lively.decode(data)
+    assert decoded.shape == image.shape
+    assert np.array_equal(decoded, recon)
+
+
+@pytest.mark.parametrize("depth", [0, 10, -1])
+def test_bad_depth(codec, depth):
+    with pytest.raises(BgcodecError, match="depth"):
+        codec.encode(random_image(8, 8), LMBDA, depth=depth)
+
+
+def test_bad_image(codec):
+    with pytest.raises(BgcodecError):
+        codec.encode(np.zeros((8, 8), np.uint8), LMBDA)
+    with pytest.raises(BgcodecError):
+        codec.encode(np.zeros((8, 8, 3), np.float32), LMBDA)
+
+
+# -- model identity ----------------------------------------------------------------------------
+
+
+def test_other_weights_refuse_file(codec):
+    other = Codec.load("random:tiny:1", "cpu")
+    assert other.identity != codec.identity
+    data = codec.encode(random_image(16, 16), LMBDA)
+    with pytest.raises(FormatError) as e:
+        other.decode(data, "x.bgv")
+    msg = str(e.value)
+    assert codec.identity.hex() in msg and other.identity.hex() in msg and "x.bgv" in msg
+
+
+# -- λ ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_lambda_out_of_range(codec, factor):
+    lo, hi = codec.lambda_range
+    bad = lo * factor if factor < 1 else hi * factor
+    with pytest.raises(BgcodecError) as e:
+        codec.encode(random_image(8, 8), bad)
+    msg = str(e.value)
+    assert f"{lo:.4g}" in msg and f"{hi:.4g}" in msg
+
+
+@pytest.mark.parametrize("end", [0, 1])
+def test_lambda_at_range_ends(lively, end):
+    lmbda = lively.lambda_range[end]
+    image = smooth_image(40, 50)
+    data, recon = lively.encode(image, lmbda, return_reconstruction=True)
+    assert np.array_equal(lively.decode(data), recon)
+    header, _ = container.unpack(data)
+    assert header.lmbda == pytest.approx(lively.model.cfg.lmbda_range[end], rel=1e-6)
+
+
+def test_lambda_changes_rate(lively):
+    image = random_image(64, 64, seed=3)
+    lo, hi = lively.lambda_range
+    small = lively.encode(image, lo)
+    large = lively.encode(image, hi)
+    assert small != large
+
+
+# -- corruption --------------------------------------------------------------------------------------
+
+
+def test_corrupted_payload_byte(codec):
+    data = bytearray(codec.encode(smooth_image(63, 64), LMBDA))
+    header, streams = container.unpack(bytes(data))
+    payload_start = container.header_size(header, streams)
+    for pos in (payload_start, payload_start + len(streams[0]) + 1, len(data) - 5):
+        bad = bytearray(data)
+        bad[pos] ^= 0x10
+        with pytest.raises(FormatError, match="checksum"):
+            codec.decode(bytes(bad), "bad.bgv")
+
+
+def test_truncated_and_empty(codec):
+    data = codec.encode(smooth_image(20, 20), LMBDA)
+    for cut in (0, 3, 10, len(data) - 1):
+        with pytest.raises(FormatError):
+            codec.decode(data[:cut])
+
+
+def _forgeries(data, seed=0, count=40):
+    """Files with a valid container CRC but altered latent streams or header fields."""
+    header, streams = container.unpack(data)
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in range(count):
+        s = [bytearray(x) for x in streams]
+        i = int(rng.integers(len(s)))
+        kind = n % 4
+        if kind == 0 and s[i]:  # flip one byte
+            s[i][int(rng.integers(len(s[i])))] ^= int(rng.integers(1, 256))
+        elif kind == 1 and len(s[i]) >= 4:  # drop a word
+            del s[i][:4]
+        elif kind == 2:  # append a word
+            s[i] += bytes(rng.integers(0, 256, 4, dtype=np.uint8))
+        else:  # swap two streams
+            j = (i + 1) % len(s)
+            s[i], s[j] = s[j], s[i]
+        out.append(container.pack(header, [bytes(x) for x in s]))
+    for lm in (header.lmbda * 1.5, 1e-30, 1e30):
+        out.append(container.pack(container.Header(header.model_id, lm, header.height, header.width,
+                                                   header.synthesis, header.index_checksum), streams))
+    out.append(container.pack(container.Header(header.model_id, header.lmbda, header.height, header.width,
+                                               header.synthesis, header.index_checksum ^ 1), streams))
+    out.append(container.pack(container.Header(header.model_id, header.lmbda, header.height + 64,
+                                               header.width, header.synthesis, header.index_checksum), streams))
+    out.append(container.pack(header, streams[:3]))  # fewer latents, wrong checksum
+    return out
+
+
+def test_forged_streams_raise_only_format_error(lively):
+    image = random_image(70, 130, seed=5)
+    data = lively.encode(image, LMBDA)
+    outcomes = {"FormatError": 0, "decoded": 0}
+    for forged in _forgeries(data):
+        if forged == data:
+            continue
+        try:
+            out = lively.decode(forged, "forged.bgv")
+        except FormatError as e:
+            assert str(e).startswith("forged.bgv: ")
+            outcomes["FormatError"] += 1
+        else:  # an undetected change is allowed, a crash is not
+            assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
+            outcomes["decoded"] += 1
+    # Most forgeries of early latents change later probabilities and are caught.
+    assert outcomes["FormatError"] > outcomes["decoded"], outcomes
+
+
+def test_index_checksum_detects_probability_mismatch(lively):
+    image = smooth_image(64, 64, seed=1)
+    data = lively.encode(image, LMBDA)
+    header, streams = container.unpack(data)
+    forged = container.pack(container.Header(header.model_id, header.lmbda, header.height, header.width,
+                                             header.synthesis, header.index_checksum ^ 0x80000000), streams)
+    with pytest.raises(FormatError, match="scale-index checksum"):
+        lively.decode(forged)
+
+
+# -- weights files -----------------------------------------------------------------------------------
+
+
+def test_weights_save_load_round_trip(lively, tmp_path):
+    path = tmp_path / "lively.safetensors"
+    weights.save_model(lively.model, path, {"note": "test"})
+    loaded = weights.load_model(str(path))
+    assert loaded.identity == lively.identity
+    assert loaded.model.cfg == lively.model.cfg
+    assert loaded.lambda_range == pytest.approx(lively.lambda_range, rel=1e-12)
+    assert loaded.metadata["note"] == "test"
+    assert json.loads(loaded.metadata["config"]) == json.loads(json.dumps(lively.model.cfg.to_dict()))
+    reloaded = Codec.load(str(path), "cpu")
+    image = random_image(63, 64, seed=7)
+    data, recon = lively.encode(image, LMBDA, return_reconstruction=True)
+    assert reloaded.encode(image, LMBDA) == data
+    assert np.array_equal(reloaded.decode(data), recon)
+
+
+def test_model_identity_depends_on_values_names_and_shapes():
+    a = {"w": torch.zeros(2, 3)}
+    assert weights.model_identity(a) == weights.model_identity({"w": torch.zeros(2, 3)})
+    assert len(weights.model_identity(a)) == 4
+    assert weights.model_identity(a) != weights.model_identity({"w": torch.zeros(3, 2)})
+    assert weights.model_identity(a) != weights.model_identity({"v": torch.zeros(2, 3)})
+    b = {"w": torch.zeros(2, 3)}
+    b["w"][1, 2] = 1e-30
+    assert weights.model_identity(a) != weights.model_identity(b)
+    assert weights.model_identity(a) != weights.model_identity({"w": torch.zeros(2, 3, dtype=torch.float64)})
+
+
+def test_random_specs():
+    assert weights.load_model("random:tiny").identity == weights.load_model("random:tiny:0").identity
+    assert weights.load_model("random:tiny").identity != weights.load_model("random:tiny:1").identity
+    for bad in ("random:huge", "random:tiny:x", "random:tiny:1:2", "random:"):
+        with pytest.raises(WeightsError):
+            weights.load_model(bad)
+
+
+def test_weights_not_safetensors(tmp_path):
+    path = tmp_path / "garbage.safetensors"
+    path.write_bytes(b"this is not a safetensors file at all" * 10)
+    with pytest.raises(WeightsError) as e:
+        weights.load_model(str(path))
+    assert str(path) in str(e.value)
+
+
+def test_weights_missing_file(tmp_path):
+    path = tmp_path / "nope" / "absent.safetensors"
+    with pytest.raises(WeightsError) as e:
+        weights.load_model(str(path))
+    assert str(path) in str(e.value)
+
+
+def test_weights_without_config_metadata(codec, tmp_path):
+    path = tmp_path / "nometa.safetensors"
+    state = {k: v.contiguous() for k, v in codec.model.state_dict().items()}
+    save_file(state, str(path))
+    with pytest.raises(WeightsError) as e:
+        weights.load_model(str(path))
+    assert str(path) in str(e.value) and "config" in str(e.value)
+    path2 = tmp_path / "badmeta.safetensors"
+    save_file(state, str(path2), metadata={"config": "{not json", "lambda_range": "[0.1, 1]"})
+    with pytest.raises(WeightsError) as e:
+        weights.load_model(str(path2))
+    assert str(path2) in str(e.value)
+    path3 = tmp_path / "unknownfield.safetensors"
+    cfg = dict(codec.model.cfg.to_dict(), colour="blue")
+    save_file(state, str(path3), metadata={"config": json.dumps(cfg), "lambda_range": "[0.1, 1]"})
+    with pytest.raises(WeightsError) as e:
+        weights.load_model(str(path3))
+    assert str(path3) in str(e.value)
+
+
+def test_weights_that_do_not_fit(codec, tmp_path):
+    small_cfg = weights.load_model("random:small").model.cfg
+    state = {k: v.contiguous() for k, v in codec.model.state_dict().items()}
+    meta = {"config": json.dumps(small_cfg.to_dict()), "lambda_range": "[0.004, 0.5]"}
+    path = tmp_path / "wrongconfig.safetensors"
+    save_file(state, str(path), metadata=meta)
+    with pytest.raises(WeightsError) as e:
+        weights.load_model(str(path))
+    assert str(path) in str(e.value)
+    # The right config but a missing tensor.
+    tiny_meta = {"config": json.dumps(codec.model.cfg.to_dict()), "lambda_range": "[0.004, 0.5]"}
+    path2 = tmp_path / "missing.safetensors"
+    save_file({k: v for k, v in state.items() if k != "bias"}, str(path2), metadata=tiny_meta)
+    with pytest.raises(WeightsError) as e:
+        weights.load_model(str(path2))
+    assert str(path2) in str(e.value)
+
+
+def test_codec_from_saved_file_matches_random_spec(codec, tmp_path):
+    path = tmp_path / "tiny.safetensors"
+    weights.save_model(codec.model, path)
+    assert Codec.load(str(path), "cpu").identity == codec.identity
+    data = codec.encode(smooth_image(30, 30), LMBDA)
+    assert np.array_equal(Codec.load(str(path), "cpu").decode(data), codec.decode(data))
+
+
+def test_container_lambda_is_float32(codec):
+    data = codec.encode(smooth_image(8, 8), LMBDA)
+    header, _ = container.unpack(data)
+    assert header.lmbda == struct.unpack("<f", struct.pack("<f", header.lmbda))[0]
+    assert header.lmbda == codec.check_lambda(LMBDA)
