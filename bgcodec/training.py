@@ -147,8 +147,7 @@ def load_checkpoint(path: Path, model: BGVAE, ema: EMA, optimizer: torch.optim.O
     return int(meta["step"]), float(meta.get("wall_seconds", 0))
 
 
-def export_weights(path: Path, model: BGVAE, step: int, opts: TrainOptions, wall_s: float,
-                   half: bool = False) -> None:
+def export_weights(path: Path, model: BGVAE, step: int, opts: TrainOptions, wall_s: float) -> None:
     """Write inference weights with config, λ range and training provenance in the metadata."""
     provenance = {
         "steps": step, "batch_size": opts.batch_size, "crop": opts.crop, "lr": opts.lr,
@@ -157,9 +156,8 @@ def export_weights(path: Path, model: BGVAE, step: int, opts: TrainOptions, wall
         "hardware": hardware_description(), "torch": torch.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
-    export = copy.deepcopy(model).half() if half else model
     tmp = path.with_suffix(".tmp")
-    save_model(export, tmp, {"config_name": opts.config, "training": json.dumps(provenance)})
+    save_model(model, tmp, {"config_name": opts.config, "training": json.dumps(provenance)})
     os.replace(tmp, path)
 
 

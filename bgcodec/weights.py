@@ -113,11 +113,16 @@ def _load_file(path: str) -> LoadedModel:
     return LoadedModel(model.eval(), model_identity(state), (lambda_range[0], lambda_range[1]), metadata)
 
 
-def save_model(model: BGVAE, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Save weights with the config and the λ range (CLI convention) in the metadata."""
+def save_model(model: BGVAE, path: str | os.PathLike, metadata: dict[str, str] | None = None,
+               half: bool = False) -> None:
+    """Save weights with the config and the λ range (CLI convention) in the metadata.
+
+    ``half`` stores float16 (shipped files must stay under 16 MiB); they load into a
+    float32 model, and the model identity is computed from the stored values.
+    """
     lo, hi = model.cfg.lmbda_range
-    meta = {"format": "bgcodec-weights-1", "config": json.dumps(model.cfg.to_dict()),
-            "lambda_range": json.dumps([lambdas.to_cli(lo), lambdas.to_cli(hi)])}
-    meta.update(metadata or {})
-    state = {k: dense_cpu(v) for k, v in model.state_dict().items()}
+    meta = dict(metadata or {})
+    meta.update({"format": "bgcodec-weights-1", "config": json.dumps(model.cfg.to_dict()),
+                 "lambda_range": json.dumps([lambdas.to_cli(lo), lambdas.to_cli(hi)])})
+    state = {k: dense_cpu(v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata=meta)

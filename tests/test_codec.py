@@ -382,3 +382,16 @@ def test_container_lambda_is_float32(codec):
     header, _ = container.unpack(data)
     assert header.lmbda == struct.unpack("<f", struct.pack("<f", header.lmbda))[0]
     assert header.lmbda == codec.check_lambda(LMBDA)
+
+
+def test_half_precision_weights_round_trip(lively, tmp_path):
+    path = tmp_path / "half.safetensors"
+    weights.save_model(lively.model, path, {"note": "kept"}, half=True)
+    loaded = weights.load_model(str(path))
+    assert loaded.metadata["note"] == "kept"
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    codec = Codec(loaded, torch.device("cpu"))
+    image = smooth_image(70, 90)
+    data, recon = codec.encode(image, 0.02, return_reconstruction=True)
+    assert np.array_equal(codec.decode(data), recon)
+    assert path.stat().st_size < 0.6 * sum(p.numel() * 4 for p in lively.model.parameters())
