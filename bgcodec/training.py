@@ -16,7 +16,6 @@ import math
 import os
 import platform
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

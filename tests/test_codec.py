@@ -12,34 +12,16 @@ from bgcodec import container, entropy, weights
 from bgcodec.codec import Codec, image_to_tensor
 from bgcodec.errors import BgcodecError, FormatError, WeightsError
 from bgcodec.weights import LoadedModel
+from helpers import perturb
 
 LMBDA = 0.01  # CLI convention
 SIZES = [(1, 1), (1, 65), (63, 64), (70, 130)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """2 cores shared with other jobs: torch's 2-thread pool mostly waits; use one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def perturbed_codec(spec: str = "random:tiny", posterior_gain: float = 5.0) -> Codec:
     """A codec whose network is far from the identity (random init has layer scales 1e-6)."""
     loaded = weights.load_model(spec)
-    model = loaded.model
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("layer_scale"):
-                p.fill_(0.5)
-            elif name.endswith("dc_scale"):
-                p.fill_(0.3)
-            elif name.endswith("hc_scale"):
-                p.fill_(-0.2)
-            elif name.endswith("posterior.weight"):
-                p.mul_(posterior_gain)
+    model = perturb(loaded.model, posterior_gain)
     identity = weights.model_identity(model.state_dict())
     assert identity != loaded.identity
     return Codec(LoadedModel(model, identity, loaded.lambda_range, dict(loaded.metadata)), torch.device("cpu"))

@@ -7,7 +7,6 @@ safetensors file, and then used by fresh interpreters: one encodes with 2 thread
 decode with 1 and 2 threads, and this process encodes again with 1 thread.
 """
 
-import math
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import torch
 from bgcodec import container, weights
 from bgcodec.codec import Codec
 from bgcodec.errors import FormatError
+from helpers import perturb
 
 REPO = Path(__file__).resolve().parents[1]
 LMBDA = 0.02  # CLI convention
@@ -57,18 +57,7 @@ def synthetic_photo(h: int = HEIGHT, w: int = WIDTH, seed: int = 2024) -> np.nda
 
 
 def _perturbed_small():
-    model = weights.load_model("random:small").model
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("layer_scale"):
-                p.fill_(0.5)
-            elif name.endswith("dc_scale"):
-                p.fill_(0.3)
-            elif name.endswith("hc_scale"):
-                p.fill_(-0.2)
-            elif name.endswith("posterior.weight"):
-                p.mul_(3.0)
-    return model
+    return perturb(weights.load_model("random:small").model, posterior_gain=3.0)
 
 
 @pytest.fixture(scope="module")

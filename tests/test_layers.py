@@ -22,16 +22,6 @@ SHAPES = [(1, 1, 2, 2), (2, 3, 4, 6), (1, 5, 8, 2), (3, 2, 16, 10)]
 DTYPES = [np.float64, np.float32]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine has 2 cores shared with other jobs; torch's 2-thread pool then
-    spends most of its time waiting, so these small models run on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _rand(shape, dtype, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 

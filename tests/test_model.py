@@ -15,33 +15,9 @@ from bgcodec.model import (
     gaussian_log_likelihood,
 )
 from bgcodec.weights import load_model
+from helpers import perturb
 
 LMBDA = 128.0  # model convention
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine has 2 cores shared with other jobs; torch's 2-thread pool then
-    spends most of its time waiting, so these small models run on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def perturb(model: BGVAE) -> BGVAE:
-    """Move a random-init model far from the identity (layer scales start at 1e-6)."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("layer_scale"):
-                p.fill_(0.5)
-            elif name.endswith("dc_scale"):
-                p.fill_(0.3)
-            elif name.endswith("hc_scale"):
-                p.fill_(-0.2)
-            elif name.endswith("posterior.weight"):
-                p.mul_(5.0)
-    return model
 
 
 @pytest.fixture(scope="module")
