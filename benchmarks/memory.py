@@ -1,0 +1,161 @@
+"""Peak memory (RSS) of bgcodec encoding and decoding a large image on the CPU.
+
+Each operation runs in a fresh Python process, so that its peak resident set size
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is its own and not an earlier
+operation's. Rows:
+
+* ``setup``: imports, model weights and the synthetic image (made once by the parent
+  process and loaded from a .npy file; what the encode row starts from);
+* ``encode``: setup, then ``Codec.encode`` of the image (the .bgv bytes go to a
+  temporary file for the decode row);
+* ``decode``: imports and weights, the .bgv bytes, then ``Codec.decode``.
+
+"peak before" is ru_maxrss just before the measured call, "peak" the one after it;
+their difference is what the operation itself added on top of the setup's peak.
+Prints a Markdown table.
+
+    python benchmarks/memory.py                       # 3840x2160, default weights
+    python benchmarks/memory.py --width 1920 --height 1080 --weights random:tiny
+
+The codec runs its CPU path on one thread (bgcodec.codec), so there is no thread option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def synthetic_image(height: int, width: int, seed: int = 0):
+    """A deterministic photo-like HxWx3 uint8 image: smooth noise, gradients, some edges."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (height // 16 + 2, width // 16 + 2, 3), dtype=np.uint8)
+    image = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.int16)
+    image += rng.integers(-6, 7, image.shape, dtype=np.int16)  # fine texture
+    image[:, :: max(1, width // 24)] = 255  # a few sharp lines
+    return np.ascontiguousarray(np.clip(image, 0, 255).astype(np.uint8))
+
+
+def child(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(REPO))
+    if args.child == "make-image":
+        import numpy as np
+
+        np.save(args.image, synthetic_image(args.height, args.width))
+        print("{}")
+        return
+    from bgcodec.codec import Codec
+
+    codec = Codec.load(args.weights, device="cpu")
+    lmbda = args.lmbda if args.lmbda is not None else (codec.lambda_range[0] * codec.lambda_range[1]) ** 0.5
+    result: dict = {}
+    if args.child in ("setup", "encode"):
+        import numpy as np
+
+        image = np.load(args.image)
+    else:
+        data = Path(args.bgv).read_bytes()
+    result["peak_before_mib"] = peak_rss_mib()
+    start = time.perf_counter()
+    if args.child == "encode":
+        data = codec.encode(image, lmbda)
+        Path(args.bgv).write_bytes(data)
+        result["bytes"] = len(data)
+    elif args.child == "decode":
+        decoded = codec.decode(data)
+        result["shape"] = list(decoded.shape)
+    result["seconds"] = time.perf_counter() - start
+    result["peak_mib"] = peak_rss_mib()
+    result["lambda"] = lmbda
+    from bgcodec.weights import resolve
+
+    result["weights"] = resolve(args.weights)
+    print(json.dumps(result))
+
+
+def run_child(op: str, args: argparse.Namespace, bgv: str, image: str) -> dict:
+    command = [sys.executable, __file__, "--child", op, "--bgv", bgv, "--image", image,
+               "--width", str(args.width), "--height", str(args.height)]
+    for flag, value in (("--weights", args.weights), ("--lambda", args.lmbda)):
+        if value is not None:
+            command += [flag, str(value)]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{op} failed (exit {proc.returncode}):\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--width", type=int, default=3840)
+    parser.add_argument("--height", type=int, default=2160)
+    parser.add_argument("--weights", default=None, help="weights spec (default: the shipped default)")
+    parser.add_argument("--lambda", dest="lmbda", type=float, default=None,
+                        help="λ (CLI convention; default: geometric middle of the weights' range)")
+    parser.add_argument("--child", choices=["make-image", "setup", "encode", "decode"], help=argparse.SUPPRESS)
+    parser.add_argument("--bgv", help=argparse.SUPPRESS)
+    parser.add_argument("--image", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    # This process stays small (standard library only): a child's ru_maxrss starts from the
+    # RSS of the process it was forked from (Linux keeps the peak across fork and exec).
+    with tempfile.TemporaryDirectory() as tmp:
+        bgv, image = os.path.join(tmp, "image.bgv"), os.path.join(tmp, "image.npy")
+        run_child("make-image", args, bgv, image)  # so that no measured process pays for making it
+        rows = [(op, run_child(op, args, bgv, image)) for op in ("setup", "encode", "decode")]
+    size = f"{args.width}x{args.height}"
+    pixels = args.width * args.height
+    print(f"Peak RSS, {size} synthetic image, weights `{rows[1][1]['weights']}`, CPU, "
+          f"λ = {rows[1][1]['lambda']:.4g}; "
+          f"{cpu_model()} ({os.cpu_count()} cores), Python {platform.python_version()}")
+    print()
+    print("| operation | image | peak RSS (MiB) | peak before the call (MiB) | added by the call (MiB) | time (s) | notes |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for op, r in rows:
+        added = r["peak_mib"] - r["peak_before_mib"]
+        note = {
+            "setup": "imports + weights + image",
+            "encode": f"{r.get('bytes', 0):,} bytes, {8 * r.get('bytes', 0) / pixels:.3f} bpp",
+            "decode": "from the encode row's bytes",
+        }[op]
+        time_cell = "" if op == "setup" else f"{r['seconds']:.1f}"
+        added_cell = "" if op == "setup" else f"{added:,.0f}"
+        print(f"| {op} | {size} | {r['peak_mib']:,.0f} | {r['peak_before_mib']:,.0f} | {added_cell} | "
+              f"{time_cell} | {note} |")
+
+
+if __name__ == "__main__":
+    main()
