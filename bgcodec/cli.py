@@ -1,4 +1,4 @@
-"""The ``bgcodec`` command line: ``encode``, ``decode`` and ``info``.
+"""The ``bgcodec`` command line: ``encode``, ``decode``, ``info``, ``eval`` and ``train``.
 
 torch is imported only by the commands that run the model (``bgcodec.codec``
 is imported inside them), so ``bgcodec --help`` and ``bgcodec info`` start
