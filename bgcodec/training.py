@@ -245,7 +245,7 @@ def train(opts: TrainOptions, log=print) -> Path:
         log(f"init from {opts.init}: {len(missing)} tensors not matched" + (f": {', '.join(missing)}" if missing else ""))
     model = model.to(device, memory_format=torch.channels_last)
     ema = EMA(model, opts.ema_decay)
-    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, fused=device_kind == "cuda" or None)
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, fused=True)
     step, wall_before = 0, 0.0
     if opts.resume and checkpoint.exists():
         step, wall_before = load_checkpoint(checkpoint, model, ema, optimizer)
