@@ -5,10 +5,12 @@ decode time (``Codec.decode``), each the median of ``--repeat`` runs after one w
 and the bit rate. Prints a Markdown table and a summary line.
 
 ``--breakdown`` also splits the first image's times into analysis (bottom-up), the
-top-down probability path, entropy coding and synthesis.
+top-down probability path, entropy coding and synthesis. ``--cli`` also times whole
+``bgcodec encode`` / ``bgcodec decode`` processes (start-up, model loading, file I/O) on the
+first image. The codec always runs on one CPU thread (see bgcodec/codec.py).
 
     python benchmarks/codec_speed.py --limit 2
-    python benchmarks/codec_speed.py --weights random:small --threads 1 --breakdown
+    python benchmarks/codec_speed.py --weights random:small --breakdown --cli
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bgcodec import container, entropy  # noqa: E402
-from bgcodec.codec import Codec, image_to_tensor, tensor_to_image  # noqa: E402
+from bgcodec.codec import Codec, image_to_tensor, single_threaded, tensor_to_image  # noqa: E402
 from bgcodec.model import PAD_MULTIPLE  # noqa: E402
 from bgcodec.weights import resolve  # noqa: E402
 
@@ -74,7 +78,7 @@ def breakdown(codec: Codec, image: np.ndarray, lmbda: float, repeat: int) -> lis
     height, width = image.shape[:2]
     rows = []
 
-    with torch.no_grad():
+    with torch.no_grad(), single_threaded():
         t, emb = median_time(lambda: model.embed(torch.tensor([lmbda_model], dtype=torch.float32)), repeat)
         rows.append(("λ embedding", t))
         t, x = median_time(lambda: image_to_tensor(image), repeat)
@@ -122,21 +126,38 @@ def breakdown(codec: Codec, image: np.ndarray, lmbda: float, repeat: int) -> lis
     return rows
 
 
+def print_cli_times(path: Path, weights: str | None, lmbda: float, repeat: int) -> None:
+    """Median wall time of whole `bgcodec encode` / `bgcodec decode` processes."""
+    extra = ["--weights", weights] if weights else []
+    with tempfile.TemporaryDirectory() as tmp:
+        bgv, png = Path(tmp) / "x.bgv", Path(tmp) / "x.png"
+        commands = {
+            "encode": [sys.executable, "-m", "bgcodec", "encode", str(path), "-l", str(lmbda), "-o", str(bgv),
+                       "--force", "--quiet", *extra],
+            "decode": [sys.executable, "-m", "bgcodec", "decode", str(bgv), "-o", str(png), "--force", "--quiet",
+                       *extra],
+        }
+        print(f"\nwhole CLI process for {path.name}, median of {repeat} after 1 warm-up:\n")
+        print("| command | s |")
+        print("|---|---:|")
+        for name, cmd in commands.items():
+            t, _ = median_time(lambda: subprocess.run(cmd, check=True, cwd=REPO), repeat)
+            print(f"| bgcodec {name} | {t:.3f} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default=None, help="weights file or random:CONFIG[:SEED] (default: bgcodec's)")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help=f"image folder (default {DEFAULT_IMAGES})")
     parser.add_argument("--lambda", dest="lmbda", type=float, default=0.01, help="λ, CompressAI convention")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--breakdown", action="store_true", help="time split for the first image")
+    parser.add_argument("--cli", action="store_true", help="whole-process CLI times for the first image")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
         if args.images.is_dir() else []
     if args.limit is not None:
@@ -165,10 +186,10 @@ def main(argv=None) -> int:
     load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     # On a machine shared with other jobs, OpenMP's busy-waiting thread pool can make the
     # default thread count many times slower; say how it was set.
-    load += f", OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     print(f"\nmean over {len(results)} images: {mean[0]:.4f} bpp, encode {mean[1]:.3f} s, decode {mean[2]:.3f} s; "
-          f"{torch.get_num_threads()} threads on {cpu_model()} ({os.cpu_count()} logical CPUs{load}), "
-          f"torch {torch.__version__}")
+          f"1 thread on {cpu_model()} ({os.cpu_count()} logical CPUs{load}), torch {torch.__version__}")
+    if args.cli:
+        print_cli_times(paths[0], args.weights, args.lmbda, args.repeat)
 
     if args.breakdown:
         path = paths[0]
