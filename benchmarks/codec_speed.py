@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,21 +35,11 @@ sys.path.insert(0, str(REPO))
 from bgcodec import container, entropy  # noqa: E402
 from bgcodec.codec import Codec, image_to_tensor, single_threaded, tensor_to_image  # noqa: E402
 from bgcodec.model import PAD_MULTIPLE  # noqa: E402
+from bgcodec.system import cpu_model  # noqa: E402
 from bgcodec.weights import resolve  # noqa: E402
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def load_rgb(path: Path) -> np.ndarray:

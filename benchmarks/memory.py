@@ -34,23 +34,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bgcodec.system import cpu_model  # noqa: E402  (standard library only: keeps this process small)
 
 
 def peak_rss_mib() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def synthetic_image(height: int, width: int, seed: int = 0):
@@ -67,7 +59,6 @@ def synthetic_image(height: int, width: int, seed: int = 0):
 
 
 def child(args: argparse.Namespace) -> None:
-    sys.path.insert(0, str(REPO))
     if args.child == "make-image":
         import numpy as np
 

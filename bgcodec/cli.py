@@ -17,7 +17,7 @@ from typing import Callable
 import click
 
 from bgcodec import __version__
-from bgcodec.errors import BgcodecError
+from bgcodec.errors import BgcodecError, one_line
 from bgcodec.imageio import DEFAULT_MAX_PIXELS
 
 PROG = "bgcodec"
@@ -92,15 +92,12 @@ Examples:
 # messages
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def _describe(exc: BaseException) -> str:
-    """One line for an exception: the message of our errors, type + message otherwise."""
+def _failure_message(name: str, exc: BaseException) -> str:
+    """One line for an input that failed: our errors' message as it is; for anything else the
+    input's name, "internal error", the exception's type and its message."""
     if isinstance(exc, BgcodecError):
-        return _one_line(exc)
-    return f"internal error: {type(exc).__name__}: {_one_line(exc)}"
+        return one_line(exc)
+    return f"{name}: internal error: {type(exc).__name__}: {one_line(exc)}"
 
 
 class _Fatal(Exception):
@@ -124,11 +121,11 @@ class Reporter:
         click.echo(line, err=True)
 
     def error(self, message: str) -> None:
-        self._emit(f"{PROG}: error: {_one_line(message)}")
+        self._emit(f"{PROG}: error: {one_line(message)}")
 
     def note(self, name: str, message: str) -> None:
         if not self.quiet:
-            self._emit(f"{PROG}: note: {name}: {_one_line(message)}")
+            self._emit(f"{PROG}: note: {name}: {one_line(message)}")
 
     def info(self, message: str) -> None:
         if not self.quiet and not self.bar_active:
@@ -218,7 +215,7 @@ def _read_input(job: Job) -> bytes:
         with open(job.source, "rb") as f:
             return f.read()
     except OSError as exc:
-        raise BgcodecError(f"{job.name}: cannot read ({exc.strerror or _one_line(exc)})") from None
+        raise BgcodecError(f"{job.name}: cannot read ({exc.strerror or one_line(exc)})") from None
 
 
 def _check_not_exists(job: Job, force: bool) -> None:
@@ -243,7 +240,7 @@ def _write_output(job: Job, write: Callable, force: bool) -> None:
             os.makedirs(directory, exist_ok=True)
         tmp, fd = _create_temp(directory, os.path.basename(dest))
     except OSError as exc:
-        raise BgcodecError(f"{dest}: cannot write ({exc.strerror or _one_line(exc)})") from None
+        raise BgcodecError(f"{dest}: cannot write ({exc.strerror or one_line(exc)})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -254,7 +251,7 @@ def _write_output(job: Job, write: Callable, force: bool) -> None:
     except FileExistsError:
         raise BgcodecError(f"{dest} exists (use --force to overwrite)") from None
     except OSError as exc:
-        raise BgcodecError(f"{dest}: cannot write ({exc.strerror or _one_line(exc)})") from None
+        raise BgcodecError(f"{dest}: cannot write ({exc.strerror or one_line(exc)})") from None
     finally:
         try:
             os.unlink(tmp)
@@ -329,9 +326,9 @@ class _CodecHolder:
 
                 self._codec = Codec.load(self.weights, device=self.device)
             except BgcodecError as exc:
-                raise _Fatal(_one_line(exc)) from None
+                raise _Fatal(one_line(exc)) from None
             except Exception as exc:
-                raise _Fatal(f"cannot load the model: {type(exc).__name__}: {_one_line(exc)}") from None
+                raise _Fatal(f"cannot load the model: {type(exc).__name__}: {one_line(exc)}") from None
         return self._codec
 
 
@@ -355,10 +352,7 @@ def _run_batch(
             raise
         except Exception as exc:
             failed += 1
-            message = _describe(exc)
-            if not isinstance(exc, BgcodecError):
-                message = f"{job.name}: {message}"
-            reporter.error(message)
+            reporter.error(_failure_message(job.name, exc))
 
     show_bar = not reporter.quiet and len(jobs) > 1 and sys.stderr.isatty()
     try:
@@ -527,7 +521,7 @@ def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, d
         try:
             bits = codec.encode(image, state["lmbda"])
         except BgcodecError as exc:
-            message = _one_line(exc)
+            message = one_line(exc)
             if not message.startswith(job.name + ":"):
                 message = f"{job.name}: {message}"
             raise BgcodecError(message) from None
@@ -591,10 +585,7 @@ def info(ctx, files, as_json):
             results.append({"file": job.name, **details})
         except Exception as exc:
             failed += 1
-            message = _describe(exc)
-            if not isinstance(exc, BgcodecError):
-                message = f"{job.name}: {message}"
-            reporter.error(message)
+            reporter.error(_failure_message(job.name, exc))
 
     if as_json:
         if len(files) > 1:
@@ -672,7 +663,7 @@ def train(data, out, **options):
     run_training(TrainOptions(data=list(data), out=out, **options), log=lambda line: click.echo(line, err=True))
 
 
-EVAL_CODECS = ("jpeg", "jpeg444", "webp", "avif", "jxl", "jpeg2000")  # = bgcodec.evaluation.CLASSIC_CODECS
+EVAL_CODECS = ("jpeg", "jpeg444", "webp", "avif", "jxl", "jpeg2000")  # = bgcodec.classic_codecs.CLASSIC_CODECS
 
 EVAL_EPILOG = """\b
 Examples:
@@ -767,11 +758,10 @@ def eval_command(ctx, dataset, lambdas, codecs, weights, device, out, limit, bd_
         if not lambda_values or any(not v > 0 for v in lambda_values):
             raise click.BadParameter("give one or more positive lambdas", ctx, param_hint="--lambdas")
         lambda_values = sorted(set(lambda_values))
+    from bgcodec.evaluation import EvalOptions, dataset_name, output_names, run
+
     if out is None:
-        out = "eval-" + (os.path.basename(os.path.normpath(os.path.abspath(dataset))) or "dataset")
-
-    from bgcodec.evaluation import EvalOptions, output_names, run
-
+        out = "eval-" + dataset_name(dataset)
     if not force:
         existing = [name for name in output_names(names) if os.path.lexists(os.path.join(out, name))]
         if existing:
@@ -806,7 +796,7 @@ def eval_command(ctx, dataset, lambdas, codecs, weights, device, out, limit, bd_
         results = run(options, progress=progress, note=lambda message: reporter.note("eval", message))
     except BgcodecError as exc:
         close_bar()
-        reporter.error(_one_line(exc))
+        reporter.error(one_line(exc))
         ctx.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         close_bar()

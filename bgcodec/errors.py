@@ -15,3 +15,8 @@ class ImageError(BgcodecError):
 
 class WeightsError(BgcodecError):
     """A weights file is missing, unreadable or does not fit the model."""
+
+
+def one_line(text: object) -> str:
+    """``text`` as a single line: every run of whitespace, newlines included, becomes one space."""
+    return " ".join(str(text).split())

@@ -9,7 +9,8 @@ Outputs (in the --out folder): ``results.json`` (everything), one CSV per codec 
 per image and setting), ``summary.md`` (mean table and Bjøntegaard deltas) and the RD
 plots ``rd_psnr.png`` and ``rd_msssim.png``.
 
-The metrics are numpy only. The codecs beyond Pillow (JPEG XL and JPEG 2000 via
+The metrics are in :mod:`bgcodec.metrics`, the classic codecs in
+:mod:`bgcodec.classic_codecs`. The codecs beyond Pillow (JPEG XL and JPEG 2000 via
 ``imagecodecs``) and the plots (``matplotlib``) are optional: ``pip install 'bgcodec[eval]'``;
 a codec or plot that is unavailable is skipped with a note.
 """
@@ -17,383 +18,62 @@ a codec or plot that is unavailable is skipped with a note.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from bgcodec.errors import BgcodecError
+from bgcodec import bdrate
+from bgcodec.classic_codecs import CLASSIC_CODECS, CODEC_CLASSES, CodecUnavailable, EvalCodec
+from bgcodec.errors import BgcodecError, one_line
+from bgcodec.metrics import MS_SSIM_MIN_SIZE, MSSSIM, ms_ssim_db, psnr
+from bgcodec.system import library_version, machine_info, module_version
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pnm", ".bmp", ".tif", ".tiff", ".webp")
 BGCODEC = "bgcodec"
-CLASSIC_CODECS = ("jpeg", "jpeg444", "webp", "avif", "jxl", "jpeg2000")
 DEFAULT_NUM_LAMBDAS = 8
 RESULTS_FORMAT = "bgcodec-eval-1"
-
-# --------------------------------------------------------------------------
-# metrics
-
-
-def psnr(original: np.ndarray, decoded: np.ndarray) -> float:
-    """PSNR in dB of two 8-bit RGB images (MSE over all pixels and channels); inf if identical."""
-    a, b = _pair(original, decoded)
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-MS_SSIM_WINDOW = 11
-MS_SSIM_SIGMA = 1.5
-MS_SSIM_MIN_SIZE = (MS_SSIM_WINDOW - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1) + 1
-"""161: the smallest side for which the coarsest of the 5 scales still holds one 11×11 window."""
-_C1 = (0.01 * 255) ** 2
-_C2 = (0.03 * 255) ** 2
-
-
-def _gaussian_window() -> np.ndarray:
-    t = np.arange(MS_SSIM_WINDOW, dtype=np.float64) - (MS_SSIM_WINDOW - 1) / 2
-    g = np.exp(-(t**2) / (2 * MS_SSIM_SIGMA**2))
-    return g / g.sum()
-
-
-_WINDOW = _gaussian_window()
-
-
-def _filter(a: np.ndarray) -> np.ndarray:
-    """'valid' separable Gaussian filtering over the last two axes (float64)."""
-    n = MS_SSIM_WINDOW
-    rows = a.shape[-2] - n + 1
-    cols = a.shape[-1] - n + 1
-    out = _WINDOW[0] * a[..., 0:rows, :]
-    for k in range(1, n):
-        out += _WINDOW[k] * a[..., k : k + rows, :]
-    res = _WINDOW[0] * out[..., :, 0:cols]
-    for k in range(1, n):
-        res += _WINDOW[k] * out[..., :, k : k + cols]
-    return res
-
-
-def _downsample(a: np.ndarray) -> np.ndarray:
-    """2×2 mean, halving each side (rounding up: an odd last row/column is repeated)."""
-    if a.shape[-2] % 2:
-        a = np.concatenate([a, a[..., -1:, :]], axis=-2)
-    if a.shape[-1] % 2:
-        a = np.concatenate([a, a[..., :, -1:]], axis=-1)
-    return 0.25 * (a[..., 0::2, 0::2] + a[..., 1::2, 0::2] + a[..., 0::2, 1::2] + a[..., 1::2, 1::2])
-
-
-def _pair(original: np.ndarray, decoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a, b = np.asarray(original), np.asarray(decoded)
-    if a.ndim != 3 or a.shape[2] != 3 or a.shape != b.shape:
-        raise ValueError(f"expected two HxWx3 images of the same size, got {a.shape} and {b.shape}")
-    return a, b
-
-
-def _pad_for_ms_ssim(image: np.ndarray) -> np.ndarray:
-    """Mirror-pad (symmetric) an HxWx3 image so that both sides are at least MS_SSIM_MIN_SIZE."""
-    h, w = image.shape[:2]
-    ph, pw = max(0, MS_SSIM_MIN_SIZE - h), max(0, MS_SSIM_MIN_SIZE - w)
-    if not ph and not pw:
-        return image
-    return np.pad(image, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode="symmetric")
-
-
-class MSSSIM:
-    """MS-SSIM against one reference image, with the reference's statistics computed once.
-
-    Wang, Simoncelli & Bovik (2003): 5 scales with the weights (0.0448, 0.2856, 0.3001,
-    0.2363, 0.1333), an 11×11 Gaussian window with σ = 1.5 ('valid' filtering), K1 = 0.01,
-    K2 = 0.03, L = 255, 2×2 mean downsampling between scales. Computed per RGB channel on
-    [0, 255] and averaged over the channels; negative contrast-structure terms are clipped
-    to 0 before the weighted product.
-
-    Images with a side shorter than 161 px (too small for 5 scales) are mirror-padded
-    (``numpy.pad(mode="symmetric")``, reference and decoded image alike) to 161 px;
-    ``padded`` says so. The padding repeats image content, so such values are only roughly
-    comparable with values for large images.
-    """
-
-    def __init__(self, reference: np.ndarray):
-        reference = np.asarray(reference)
-        if reference.ndim != 3 or reference.shape[2] != 3:
-            raise ValueError(f"expected an HxWx3 image, got shape {reference.shape}")
-        self.shape = reference.shape
-        padded = _pad_for_ms_ssim(reference)
-        self.padded = padded.shape != reference.shape
-        x = padded.transpose(2, 0, 1).astype(np.float64)
-        self._scales = []
-        for level in range(len(MS_SSIM_WEIGHTS)):
-            if level:
-                x = _downsample(x)
-            mu = _filter(x)
-            self._scales.append((x, mu, _filter(x * x) - mu * mu))
-
-    def __call__(self, decoded: np.ndarray) -> float:
-        decoded = np.asarray(decoded)
-        if decoded.shape != self.shape:
-            raise ValueError(f"expected an image of shape {self.shape}, got {decoded.shape}")
-        y = _pad_for_ms_ssim(decoded).transpose(2, 0, 1).astype(np.float64)
-        last = len(MS_SSIM_WEIGHTS) - 1
-        result = np.ones(3)
-        for level, (x, mu_x, var_x) in enumerate(self._scales):
-            if level:
-                y = _downsample(y)
-            mu_y = _filter(y)
-            var_y = _filter(y * y) - mu_y * mu_y
-            cov = _filter(x * y) - mu_x * mu_y
-            cs_map = (2 * cov + _C2) / (var_x + var_y + _C2)
-            if level == last:
-                lum = (2 * mu_x * mu_y + _C1) / (mu_x * mu_x + mu_y * mu_y + _C1)
-                value = np.mean(lum * cs_map, axis=(1, 2))
-            else:
-                value = np.mean(cs_map, axis=(1, 2))
-            result *= np.maximum(value, 0.0) ** MS_SSIM_WEIGHTS[level]
-        return float(np.mean(result))
-
-
-def ms_ssim(original: np.ndarray, decoded: np.ndarray) -> float:
-    """MS-SSIM of two 8-bit RGB images (see :class:`MSSSIM`); 1.0 for identical images."""
-    a, b = _pair(original, decoded)
-    return MSSSIM(a)(b)
-
-
-def ms_ssim_db(value: float) -> float:
-    """MS-SSIM in dB, −10·log10(1 − value); inf for 1.0."""
-    if value is None or not math.isfinite(value):
-        return math.nan
-    return math.inf if value >= 1 else -10 * math.log10(1 - value)
-
-
-# --------------------------------------------------------------------------
-# codecs
-
-
-class CodecUnavailable(Exception):
-    """The codec cannot run here; the message says why (shown as a note)."""
-
-
-class EvalCodec:
-    """One codec with the settings it is swept over."""
-
-    name: str = ""
-    title: str = ""
-    param: str = ""
-    values: Sequence[float] = ()
-    larger_is_better: bool = True
-    """Whether a larger setting value means more bits and a higher quality."""
-
-    def __init__(self) -> None:
-        self.notes: list[str] = []
-
-    def prepare(self) -> None:
-        """Raise CodecUnavailable when the codec cannot run here."""
-
-    def label(self, value: float) -> str:
-        return f"{self.param}={value:g}"
-
-    def encode(self, image: np.ndarray, value: float) -> bytes:
-        raise NotImplementedError
-
-    def decode(self, data: bytes) -> np.ndarray:
-        raise NotImplementedError
-
-    def describe(self) -> dict:
-        return {"title": self.title, "param": self.param, "values": list(self.values), "notes": list(self.notes)}
-
-
-def _pil_decode(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        return np.asarray(img.convert("RGB") if img.mode != "RGB" else img, dtype=np.uint8)
-
-
-class PillowCodec(EvalCodec):
-    fmt = ""
-    feature = ""
-    options: dict = {}
-
-    def prepare(self) -> None:
-        from PIL import Image, features
-
-        Image.init()
-        if self.fmt not in Image.SAVE or (self.feature and not features.check(self.feature)):
-            raise CodecUnavailable(f"this Pillow build cannot write {self.fmt}")
-        # one tiny round trip, so that a broken codec fails here and not at every point
-        self.decode(self.encode(np.zeros((16, 16, 3), np.uint8), self.values[len(self.values) // 2]))
-
-    def save_options(self, value: float) -> dict:
-        return {**self.options, "quality": int(value)}
-
-    def encode(self, image: np.ndarray, value: float) -> bytes:
-        from PIL import Image
-
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format=self.fmt, **self.save_options(value))
-        return buffer.getvalue()
-
-    def decode(self, data: bytes) -> np.ndarray:
-        return _pil_decode(data)
-
-    def describe(self) -> dict:
-        from PIL import features
-
-        info = super().describe()
-        library = {"jpg": "libjpeg", "webp": "libwebp", "avif": "libavif"}.get(self.feature, self.feature)
-        version = features.version(self.feature) if self.feature else None
-        if self.feature == "jpg" and features.check_feature("libjpeg_turbo"):
-            library, version = "libjpeg-turbo", features.version_feature("libjpeg_turbo")
-        info["library"] = f"Pillow {_version('PIL')}" + (f", {library} {version}" if library else "")
-        info["options"] = {k: v for k, v in self.options.items()}
-        return info
-
-
-class JpegCodec(PillowCodec):
-    name, title, param = "jpeg", "JPEG 4:2:0", "q"
-    fmt, feature = "JPEG", "jpg"
-    options = {"subsampling": 2, "optimize": True}
-    values = (5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90)
-
-
-class Jpeg444Codec(JpegCodec):
-    name, title = "jpeg444", "JPEG 4:4:4"
-    options = {"subsampling": 0, "optimize": True}
-
-
-class WebpCodec(PillowCodec):
-    name, title, param = "webp", "WebP", "q"
-    fmt, feature = "WEBP", "webp"
-    options = {"method": 6}
-    values = (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
-
-
-class AvifCodec(PillowCodec):
-    name, title, param = "avif", "AVIF 4:4:4", "q"
-    fmt, feature = "AVIF", "avif"
-    options = {"subsampling": "4:4:4", "speed": 6, "advanced": {"tune": "psnr"}}
-    values = (5, 10, 20, 30, 40, 50, 60, 70, 80, 85)
-
-    def prepare(self) -> None:
-        self.options = dict(type(self).options)
-        try:
-            super().prepare()
-        except CodecUnavailable:
-            raise
-        except Exception as exc:  # e.g. an encoder without the codec-specific option 'tune'
-            if "advanced" not in self.options:
-                raise
-            del self.options["advanced"]
-            super().prepare()
-            self.notes.append(f"this libavif encoder refused tune=psnr ({_one_line(exc)}); default tuning used")
-        else:
-            self.notes.append("Pillow's AVIF plugin has no tuning option of its own; tune=psnr is passed "
-                              "to the encoder as a codec-specific option (advanced={'tune': 'psnr'})")
-
-    def describe(self) -> dict:
-        info = super().describe()
-        try:
-            from PIL import _avif
-
-            info["encoder"] = [c for c in ("aom", "rav1e", "svt") if _avif.encoder_codec_available(c)]
-        except Exception:
-            pass
-        return info
-
-
-class JxlCodec(EvalCodec):
-    name, title, param = "jxl", "JPEG XL (effort 7)", "d"
-    larger_is_better = False
-    values = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 9.0, 14.0, 20.0)
-
-    def prepare(self) -> None:
-        try:
-            import imagecodecs
-        except ImportError:
-            raise CodecUnavailable("needs the imagecodecs package (pip install 'bgcodec[eval]')") from None
-        if not getattr(getattr(imagecodecs, "JPEGXL", None), "available", False):
-            raise CodecUnavailable("this imagecodecs build has no JPEG XL codec")
-        self._ic = imagecodecs
-        self.decode(self.encode(np.zeros((16, 16, 3), np.uint8), 1.0))
-
-    def encode(self, image: np.ndarray, value: float) -> bytes:
-        return bytes(self._ic.jpegxl_encode(image, effort=7, distance=float(value)))
-
-    def decode(self, data: bytes) -> np.ndarray:
-        return np.asarray(self._ic.jpegxl_decode(data), dtype=np.uint8)
-
-    def describe(self) -> dict:
-        info = super().describe()
-        info["library"] = f"imagecodecs {_version('imagecodecs')}, {_call(getattr(self, '_ic', None), 'jpegxl_version')}"
-        info["options"] = {"effort": 7, "distance": "d (Butteraugli distance; smaller = better)"}
-        return info
-
-
-class Jpeg2000Codec(EvalCodec):
-    name, title, param = "jpeg2000", "JPEG 2000 (OpenJPEG)", "psnr"
-    values = (24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44)
-
-    def prepare(self) -> None:
-        try:
-            import imagecodecs
-        except ImportError:
-            raise CodecUnavailable("needs the imagecodecs package (pip install 'bgcodec[eval]')") from None
-        if not getattr(getattr(imagecodecs, "JPEG2K", None), "available", False):
-            raise CodecUnavailable("this imagecodecs build has no JPEG 2000 codec")
-        self._ic = imagecodecs
-        self.decode(self.encode(np.zeros((16, 16, 3), np.uint8), 30))
-        self.notes.append("the setting is OpenJPEG's fixed-quality target (imagecodecs level = target PSNR "
-                          "in dB, one quality layer); imagecodecs defaults otherwise")
-
-    def encode(self, image: np.ndarray, value: float) -> bytes:
-        return bytes(self._ic.jpeg2k_encode(image, level=int(value)))
-
-    def decode(self, data: bytes) -> np.ndarray:
-        return np.asarray(self._ic.jpeg2k_decode(data), dtype=np.uint8)
-
-    def describe(self) -> dict:
-        info = super().describe()
-        info["library"] = f"imagecodecs {_version('imagecodecs')}, {_call(getattr(self, '_ic', None), 'jpeg2k_version')}"
-        return info
-
-
-CODEC_CLASSES: dict[str, type[EvalCodec]] = {
-    c.name: c for c in (JpegCodec, Jpeg444Codec, WebpCodec, AvifCodec, JxlCodec, Jpeg2000Codec)
+MAX_ERROR_NOTES = 20
+"""Failed points beyond this many are only counted in the notes (all are in results.json)."""
+
+ROW_FIELDS = ("codec", "setting", "param", "value", "image", "width", "height", "bytes", "bpp",
+              "psnr", "ms_ssim", "ms_ssim_db", "encode_s", "decode_s")
+METRIC_DEFINITIONS = {
+    "bpp": "8 * file bytes / (width * height), whole file incl. headers",
+    "psnr": "10 log10(255^2 / MSE) over 8-bit RGB (all pixels and channels); mean = mean of per-image PSNR",
+    "ms_ssim": "5 scales, weights (0.0448, 0.2856, 0.3001, 0.2363, 0.1333), Gaussian window 11, sigma 1.5, "
+               "on [0, 255] RGB per channel, averaged over channels; mean = mean over images",
+    "ms_ssim_db": "-10 log10(1 - ms_ssim); in the means: of the mean MS-SSIM",
+    "encode_s/decode_s": "wall time of one encode / decode call (bytes in memory, no file I/O); "
+                         "bgcodec after one untimed warm-up",
 }
 
 
-class BgcodecCodec(EvalCodec):
-    """bgcodec through the same calls as ``bgcodec encode`` / ``bgcodec decode``."""
-
-    name, title, param = BGCODEC, "bgcodec", "lambda"
-
-    def __init__(self, codec: Any, lambdas: Sequence[float], weights_label: str):
-        super().__init__()
-        self.codec = codec
-        self.values = tuple(lambdas)
-        self.title = f"bgcodec ({weights_label})"
-
-    def label(self, value: float) -> str:
-        return f"lambda={value:.4g}"
-
-    def encode(self, image: np.ndarray, value: float) -> bytes:
-        return self.codec.encode(image, value)
-
-    def decode(self, data: bytes) -> np.ndarray:
-        return self.codec.decode(data)
+class BDColumn(NamedTuple):
+    key: str
+    title: str
+    metric: str
+    kind: str  # "rate": BD-rate in %, "quality": BD-quality in dB
+    unit: str
 
 
-# --------------------------------------------------------------------------
-# running
+BD_COLUMNS = (
+    BDColumn("bd_rate_psnr", "BD-rate PSNR", "psnr", "rate", "%"),
+    BDColumn("bd_psnr", "BD-PSNR", "psnr", "quality", "dB"),
+    BDColumn("bd_rate_msssim", "BD-rate MS-SSIM", "ms_ssim_db", "rate", "%"),
+    BDColumn("bd_msssim_db", "BD-MS-SSIM", "ms_ssim_db", "quality", "dB"),
+)
+RD_PLOTS = (("rd_psnr.png", "psnr", "PSNR RGB (dB)"), ("rd_msssim.png", "ms_ssim_db", "MS-SSIM RGB (dB)"))
+
+AddNote = Callable[[str], None]
+Progress = Callable[[int, str], None]
 
 
 @dataclass
@@ -410,17 +90,32 @@ class EvalOptions:
     command: Sequence[str] = field(default_factory=list)
 
 
-@dataclass
-class Point:
-    codec: str
-    setting: str
-    value: float
+class BgcodecCodec(EvalCodec):
+    """bgcodec through the same calls as ``bgcodec encode`` / ``bgcodec decode``."""
 
+    name, title, param = BGCODEC, "bgcodec", "lambda"
 
-ROW_FIELDS = ("codec", "setting", "param", "value", "image", "width", "height", "bytes", "bpp",
-              "psnr", "ms_ssim", "ms_ssim_db", "encode_s", "decode_s")
-MEAN_FIELDS = ("codec", "setting", "param", "value", "images", "bpp", "psnr", "ms_ssim", "ms_ssim_db",
-               "encode_s", "decode_s")
+    def __init__(self, codec: Any, lambdas: Sequence[float], weights_spec: str):
+        super().__init__()
+        self.codec = codec
+        self.values = tuple(lambdas)
+        self.weights_spec = weights_spec
+        self.title = f"bgcodec ({weights_spec})"
+
+    def label(self, value: float) -> str:
+        return f"lambda={value:.4g}"
+
+    def encode(self, image: np.ndarray, value: float) -> bytes:
+        return self.codec.encode(image, value)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self.codec.decode(data)
+
+    def warm_up(self, image: np.ndarray) -> None:
+        try:
+            self.decode(self.encode(np.ascontiguousarray(image[:64, :64]), self.values[0]))
+        except Exception:
+            pass  # a real problem shows up (and is recorded) at the timed points
 
 
 def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Path]:
@@ -436,6 +131,7 @@ def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Pat
 
 
 def output_names(codecs: Sequence[str]) -> list[str]:
+    """The files a run with these classic codecs may write into --out."""
     return ["results.json", "summary.md", "rd_psnr.png", "rd_msssim.png"] + [
         f"{name}.csv" for name in (BGCODEC, *codecs)]
 
@@ -449,8 +145,15 @@ def is_random_weights(spec: str) -> bool:
     return spec.startswith("random:")
 
 
-def run(options: EvalOptions, *, progress: Callable[[int, str], None] | None = None,
-        note: Callable[[str], None] | None = None) -> dict:
+def dataset_name(path: str) -> str:
+    return os.path.basename(os.path.normpath(os.path.abspath(path))) or "dataset"
+
+
+# --------------------------------------------------------------------------
+# the run
+
+
+def run(options: EvalOptions, *, progress: Progress | None = None, note: AddNote | None = None) -> dict:
     """Run the whole evaluation and write the outputs; returns the results dict.
 
     ``progress(total, "")`` is called once with the number of steps, then
@@ -460,255 +163,306 @@ def run(options: EvalOptions, *, progress: Callable[[int, str], None] | None = N
     """
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc)
-    notes: list[str] = []
-
-    def add_note(message: str) -> None:
-        notes.append(message)
-        if note is not None:
-            note(message)
+    notes = _Notes(forward=note)
+    progress = progress or _no_progress
 
     images = list_images(options.dataset, options.limit)
-
-    from bgcodec.codec import Codec
-    from bgcodec.imageio import load_image
-    from bgcodec.weights import resolve
-
-    weights_spec = resolve(options.weights)
-    codec = Codec.load(options.weights, device=options.device)
-    random_weights = is_random_weights(weights_spec)
-    weights_label = weights_spec + (" (random-init weights, not trained)" if random_weights else "")
-    if options.lambdas:
-        lambdas = [float(v) for v in options.lambdas]
-        for lmbda in lambdas:
-            codec.check_lambda(lmbda)
-    else:
-        lambdas = default_lambdas(codec.lambda_range)
-
-    codecs: list[EvalCodec] = [BgcodecCodec(codec, lambdas, weights_spec)]
-    skipped: dict[str, str] = {}
-    for name in options.codecs:
-        candidate = CODEC_CLASSES[name]()
-        try:
-            candidate.prepare()
-        except CodecUnavailable as exc:
-            skipped[name] = str(exc)
-            add_note(f"{name}: skipped: {exc}")
-            continue
-        except Exception as exc:
-            skipped[name] = f"does not work here ({type(exc).__name__}: {_one_line(exc)})"
-            add_note(f"{name}: skipped: {skipped[name]}")
-            continue
-        for message in candidate.notes:
-            add_note(f"{name}: {message}")
-        codecs.append(candidate)
-
-    total = len(images) * sum(len(c.values) for c in codecs)
-    if progress is not None:
-        progress(total, "")
-
-    rows: list[dict] = []
-    errors: list[dict] = []
-    image_info: list[dict] = []
-    ms_ssim_padded: list[str] = []
-    for path in images:
-        try:
-            image, image_notes = load_image(str(path), drop_alpha=True)
-        except BgcodecError as exc:
-            errors.append({"image": path.name, "codec": None, "setting": None, "error": _one_line(exc)})
-            add_note(f"{path.name}: skipped: {_one_line(exc)}")
-            if progress is not None:
-                for c in codecs:
-                    for value in c.values:
-                        progress(1, f"{path.name} {c.name} {c.label(value)}")
-            continue
-        for message in image_notes:
-            add_note(f"{path.name}: {message}")
-        height, width = image.shape[:2]
-        image_info.append({"name": path.name, "width": width, "height": height})
-        if not image_info[:-1]:
-            # one untimed bgcodec round trip, so that the first timed point does not pay for warm-up
-            try:
-                codec.decode(codec.encode(np.ascontiguousarray(image[:64, :64]), lambdas[0]))
-            except Exception:
-                pass  # a real problem shows up (and is recorded) at the timed points
-        reference = MSSSIM(image)
-        if reference.padded:
-            ms_ssim_padded.append(path.name)
-        for c in codecs:
-            for value in c.values:
-                label = c.label(value)
-                if progress is not None:
-                    progress(0, f"{path.name} {c.name} {label}")
-                try:
-                    t0 = time.perf_counter()
-                    data = c.encode(image, value)
-                    t1 = time.perf_counter()
-                    decoded = c.decode(data)
-                    t2 = time.perf_counter()
-                    if decoded.shape != image.shape or decoded.dtype != np.uint8:
-                        raise BgcodecError(f"decoded to {decoded.dtype} {decoded.shape}, expected uint8 {image.shape}")
-                    quality = reference(decoded)
-                    rows.append({
-                        "codec": c.name, "setting": label, "param": c.param, "value": float(value),
-                        "image": path.name, "width": width, "height": height, "bytes": len(data),
-                        "bpp": 8 * len(data) / (width * height), "psnr": psnr(image, decoded),
-                        "ms_ssim": quality, "ms_ssim_db": ms_ssim_db(quality),
-                        "encode_s": t1 - t0, "decode_s": t2 - t1,
-                    })
-                except Exception as exc:
-                    message = _one_line(exc) if isinstance(exc, BgcodecError) else f"{type(exc).__name__}: {_one_line(exc)}"
-                    errors.append({"image": path.name, "codec": c.name, "setting": label, "error": message})
-                finally:
-                    if progress is not None:
-                        progress(1, f"{path.name} {c.name} {label}")
-    if ms_ssim_padded:
-        add_note(f"MS-SSIM: {len(ms_ssim_padded)} image(s) have a side below {MS_SSIM_MIN_SIZE} px, too small for "
-                 f"5 scales; they were mirror-padded to {MS_SSIM_MIN_SIZE} px before MS-SSIM "
-                 f"({', '.join(ms_ssim_padded[:5])}{', ...' if len(ms_ssim_padded) > 5 else ''})")
-    for err in errors[:20]:
-        if err["codec"]:
-            add_note(f"error: {err['image']} {err['codec']} {err['setting']}: {err['error']}")
-    if len(errors) > 20:
-        add_note(f"... and {len(errors) - 20} more errors (see results.json)")
-
-    loaded = [info["name"] for info in image_info]
-    means = aggregate(rows, codecs, loaded, add_note)
-    bd = bd_table(means, [c.name for c in codecs[1:]], options.bd_method)
-    wall = time.perf_counter() - started
+    bgcodec = _load_bgcodec(options)
+    classic, skipped = _prepare_classic_codecs(options.codecs, notes.add)
+    codecs = [bgcodec, *classic]
+    progress(len(images) * sum(len(c.values) for c in codecs), "")
+    sweep = _measure_all(images, codecs, progress, notes.add)
+    _note_sweep_problems(sweep, notes.add)
+    means = aggregate(sweep.rows, codecs, [info["name"] for info in sweep.images], notes.add)
+    bd = bd_table(means, [c.name for c in classic], options.bd_method)
+    wall_s = time.perf_counter() - started
 
     results = {
         "format": RESULTS_FORMAT,
         "created": started_at.isoformat(timespec="seconds"),
         "command": list(options.command),
         "dataset": {"path": os.path.abspath(options.dataset), "name": dataset_name(options.dataset),
-                    "limit": options.limit, "images": image_info},
-        "weights": {"spec": weights_spec, "random_init": random_weights, "label": weights_label,
-                    "identity": codec.identity.hex(), "lambda_range": list(codec.lambda_range),
-                    "metadata": dict(codec.metadata)},
-        "settings": {
-            "lambdas": lambdas, "codecs": [c.name for c in codecs], "skipped": skipped,
-            "bd_method": options.bd_method, "device": str(codec.device),
-            "codec_settings": {c.name: c.describe() for c in codecs},
-            "metrics": {
-                "bpp": "8 * file bytes / (width * height), whole file incl. headers",
-                "psnr": "10 log10(255^2 / MSE) over 8-bit RGB (all pixels and channels); mean = mean of per-image PSNR",
-                "ms_ssim": "5 scales, weights (0.0448, 0.2856, 0.3001, 0.2363, 0.1333), Gaussian window 11, sigma 1.5, "
-                           "on [0, 255] RGB per channel, averaged over channels; mean = mean over images",
-                "ms_ssim_db": "-10 log10(1 - ms_ssim); in the means: of the mean MS-SSIM",
-                "encode_s/decode_s": "wall time of one encode / decode call (bytes in memory, no file I/O); "
-                                     "bgcodec after one untimed warm-up",
-            },
-        },
+                    "limit": options.limit, "images": sweep.images},
+        "weights": _weights_info(bgcodec),
+        "settings": _settings_info(options, bgcodec, codecs, skipped),
         "means": means,
         "bd": bd,
-        "notes": notes,
-        "errors": errors,
+        "notes": notes.messages,
+        "errors": sweep.errors,
         "versions": versions(),
-        "machine": machine(codec.device),
-        "wall_s": wall,
-        "rows": rows,
+        "machine": machine(bgcodec.codec.device),
+        "wall_s": wall_s,
+        "rows": sweep.rows,
     }
-    write_outputs(results, options, [c.name for c in codecs], add_note)
+    write_outputs(results, options, [c.name for c in codecs], notes.add)
     results["wall_s"] = time.perf_counter() - started
     return results
 
 
-def dataset_name(path: str) -> str:
-    return os.path.basename(os.path.normpath(os.path.abspath(path))) or "dataset"
+class _Notes:
+    """The run's notes in order; each is also passed on to ``forward`` as it arises."""
+
+    def __init__(self, forward: AddNote | None) -> None:
+        self.messages: list[str] = []
+        self._forward = forward
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+        if self._forward is not None:
+            self._forward(message)
+
+
+def _no_progress(step: int, label: str) -> None:
+    pass
+
+
+def _load_bgcodec(options: EvalOptions) -> BgcodecCodec:
+    """The model as ``bgcodec encode`` loads it, with the λ values checked against its range."""
+    from bgcodec.codec import Codec
+    from bgcodec.weights import resolve
+
+    weights_spec = resolve(options.weights)
+    codec = Codec.load(options.weights, device=options.device)
+    if options.lambdas:
+        lambdas = [float(v) for v in options.lambdas]
+        for lmbda in lambdas:
+            codec.check_lambda(lmbda)
+    else:
+        lambdas = default_lambdas(codec.lambda_range)
+    return BgcodecCodec(codec, lambdas, weights_spec)
+
+
+def _prepare_classic_codecs(names: Sequence[str], add_note: AddNote) -> tuple[list[EvalCodec], dict[str, str]]:
+    """The named codecs that work here, and for each of the others why it was skipped."""
+    ready: list[EvalCodec] = []
+    skipped: dict[str, str] = {}
+    for name in names:
+        codec = CODEC_CLASSES[name]()
+        reason = _try_prepare(codec)
+        if reason is not None:
+            skipped[name] = reason
+            add_note(f"{name}: skipped: {reason}")
+            continue
+        for message in codec.notes:
+            add_note(f"{name}: {message}")
+        ready.append(codec)
+    return ready, skipped
+
+
+def _try_prepare(codec: EvalCodec) -> str | None:
+    """Prepare ``codec``; None when it works here, else why not."""
+    try:
+        codec.prepare()
+    except CodecUnavailable as exc:
+        return str(exc)
+    except Exception as exc:
+        return f"does not work here ({type(exc).__name__}: {one_line(exc)})"
+    return None
+
+
+@dataclass
+class _Sweep:
+    """What measuring every (image, codec, setting) point gave."""
+
+    rows: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)  # name, width and height of each image that loaded
+    padded: list[str] = field(default_factory=list)  # images mirror-padded for MS-SSIM
+
+
+def _measure_all(paths: Sequence[Path], codecs: Sequence[EvalCodec], progress: Progress,
+                 add_note: AddNote) -> _Sweep:
+    from bgcodec.imageio import load_image
+
+    sweep = _Sweep()
+    for path in paths:
+        try:
+            image, image_notes = load_image(str(path), drop_alpha=True)
+        except BgcodecError as exc:
+            sweep.errors.append({"image": path.name, "codec": None, "setting": None, "error": one_line(exc)})
+            add_note(f"{path.name}: skipped: {one_line(exc)}")
+            for codec in codecs:
+                for value in codec.values:
+                    progress(1, f"{path.name} {codec.name} {codec.label(value)}")
+            continue
+        for message in image_notes:
+            add_note(f"{path.name}: {message}")
+        _measure_image(path.name, image, codecs, progress, sweep)
+    return sweep
+
+
+def _measure_image(name: str, image: np.ndarray, codecs: Sequence[EvalCodec], progress: Progress,
+                   sweep: _Sweep) -> None:
+    """Every codec at every setting on one image; a point that fails becomes an error entry."""
+    if not sweep.images:
+        for codec in codecs:
+            codec.warm_up(image)
+    height, width = image.shape[:2]
+    sweep.images.append({"name": name, "width": width, "height": height})
+    reference = MSSSIM(image)
+    if reference.padded:
+        sweep.padded.append(name)
+    for codec in codecs:
+        for value in codec.values:
+            label = codec.label(value)
+            progress(0, f"{name} {codec.name} {label}")
+            try:
+                sweep.rows.append(_measure_point(codec, value, name, image, reference))
+            except Exception as exc:
+                sweep.errors.append({"image": name, "codec": codec.name, "setting": label,
+                                     "error": _point_error(exc)})
+            finally:
+                progress(1, f"{name} {codec.name} {label}")
+
+
+def _measure_point(codec: EvalCodec, value: float, name: str, image: np.ndarray, reference: MSSSIM) -> dict:
+    """Encode and decode one image at one setting; the row of its measurements (ROW_FIELDS)."""
+    t0 = time.perf_counter()
+    data = codec.encode(image, value)
+    t1 = time.perf_counter()
+    decoded = codec.decode(data)
+    t2 = time.perf_counter()
+    if decoded.shape != image.shape or decoded.dtype != np.uint8:
+        raise BgcodecError(f"decoded to {decoded.dtype} {decoded.shape}, expected uint8 {image.shape}")
+    quality = reference(decoded)
+    height, width = image.shape[:2]
+    return {
+        "codec": codec.name, "setting": codec.label(value), "param": codec.param, "value": float(value),
+        "image": name, "width": width, "height": height, "bytes": len(data),
+        "bpp": 8 * len(data) / (width * height), "psnr": psnr(image, decoded),
+        "ms_ssim": quality, "ms_ssim_db": ms_ssim_db(quality),
+        "encode_s": t1 - t0, "decode_s": t2 - t1,
+    }
+
+
+def _point_error(exc: Exception) -> str:
+    """The message of our own errors; type and message of anything else."""
+    if isinstance(exc, BgcodecError):
+        return one_line(exc)
+    return f"{type(exc).__name__}: {one_line(exc)}"
+
+
+def _note_sweep_problems(sweep: _Sweep, add_note: AddNote) -> None:
+    """Notes on the images padded for MS-SSIM and on the first failed points."""
+    if sweep.padded:
+        listed = ", ".join(sweep.padded[:5]) + (", ..." if len(sweep.padded) > 5 else "")
+        add_note(f"MS-SSIM: {len(sweep.padded)} image(s) have a side below {MS_SSIM_MIN_SIZE} px, too small for "
+                 f"5 scales; they were mirror-padded to {MS_SSIM_MIN_SIZE} px before MS-SSIM ({listed})")
+    for error in sweep.errors[:MAX_ERROR_NOTES]:
+        if error["codec"]:
+            add_note(f"error: {error['image']} {error['codec']} {error['setting']}: {error['error']}")
+    if len(sweep.errors) > MAX_ERROR_NOTES:
+        add_note(f"... and {len(sweep.errors) - MAX_ERROR_NOTES} more errors (see results.json)")
+
+
+def _weights_info(bgcodec: BgcodecCodec) -> dict:
+    codec, spec = bgcodec.codec, bgcodec.weights_spec
+    random_init = is_random_weights(spec)
+    return {"spec": spec, "random_init": random_init,
+            "label": spec + (" (random-init weights, not trained)" if random_init else ""),
+            "identity": codec.identity.hex(), "lambda_range": list(codec.lambda_range),
+            "metadata": dict(codec.metadata)}
+
+
+def _settings_info(options: EvalOptions, bgcodec: BgcodecCodec, codecs: Sequence[EvalCodec],
+                   skipped: dict[str, str]) -> dict:
+    return {
+        "lambdas": list(bgcodec.values), "codecs": [c.name for c in codecs], "skipped": skipped,
+        "bd_method": options.bd_method, "device": str(bgcodec.codec.device),
+        "codec_settings": {c.name: c.describe() for c in codecs},
+        "metrics": dict(METRIC_DEFINITIONS),
+    }
+
+
+# --------------------------------------------------------------------------
+# aggregation and Bjøntegaard deltas
 
 
 def aggregate(rows: list[dict], codecs: Sequence[EvalCodec], images: Sequence[str],
-              add_note: Callable[[str], None]) -> dict[str, list[dict]]:
+              add_note: AddNote) -> dict[str, list[dict]]:
     """Mean over images per codec and setting. A setting that failed on some image is kept
     in the table (``complete`` false) but left out of the curves and BD deltas."""
     means: dict[str, list[dict]] = {}
-    for c in codecs:
+    for codec in codecs:
         entries = []
-        for value in c.values:
-            label = c.label(value)
-            subset = [r for r in rows if r["codec"] == c.name and r["setting"] == label]
-            entry: dict[str, Any] = {"codec": c.name, "setting": label, "param": c.param, "value": float(value),
-                                     "images": len(subset), "complete": len(subset) == len(images) > 0}
-            if subset:
-                for key in ("bpp", "psnr", "ms_ssim", "encode_s", "decode_s"):
-                    entry[key] = float(np.mean([r[key] for r in subset]))
-                entry["ms_ssim_db"] = ms_ssim_db(entry["ms_ssim"])
-            else:
-                for key in ("bpp", "psnr", "ms_ssim", "ms_ssim_db", "encode_s", "decode_s"):
-                    entry[key] = math.nan
-            if not entry["complete"] and images:
-                add_note(f"{c.name} {label}: {len(subset)} of {len(images)} images; left out of the curves and BD deltas")
-            entries.append(entry)
-        means[c.name] = entries
+        for value in codec.values:
+            label = codec.label(value)
+            subset = [r for r in rows if r["codec"] == codec.name and r["setting"] == label]
+            complete = len(subset) == len(images) > 0
+            entries.append({"codec": codec.name, "setting": label, "param": codec.param, "value": float(value),
+                            "images": len(subset), "complete": complete, **_mean_metrics(subset)})
+            if images and not complete:
+                add_note(f"{codec.name} {label}: {len(subset)} of {len(images)} images; "
+                         "left out of the curves and BD deltas")
+        means[codec.name] = entries
     return means
 
 
-def _curve(entries: list[dict], key: str) -> tuple[list[float], list[float]]:
-    points = [(e["bpp"], e[key]) for e in entries if e["complete"]]
-    return [p[0] for p in points], [p[1] for p in points]
-
-
-BD_COLUMNS = (
-    ("bd_rate_psnr", "BD-rate PSNR", "psnr", "rate", "%"),
-    ("bd_psnr", "BD-PSNR", "psnr", "quality", "dB"),
-    ("bd_rate_msssim", "BD-rate MS-SSIM", "ms_ssim_db", "rate", "%"),
-    ("bd_msssim_db", "BD-MS-SSIM", "ms_ssim_db", "quality", "dB"),
-)
+def _mean_metrics(rows: list[dict]) -> dict[str, float]:
+    """Mean bpp, PSNR, MS-SSIM and times of ``rows``; MS-SSIM in dB of the mean MS-SSIM; nan if no rows."""
+    if not rows:
+        return dict.fromkeys(("bpp", "psnr", "ms_ssim", "ms_ssim_db", "encode_s", "decode_s"), math.nan)
+    means = {key: float(np.mean([r[key] for r in rows])) for key in ("bpp", "psnr", "ms_ssim", "encode_s", "decode_s")}
+    means["ms_ssim_db"] = ms_ssim_db(means["ms_ssim"])
+    return means
 
 
 def bd_table(means: dict[str, list[dict]], anchors: Sequence[str], method: str) -> dict:
     """Bjøntegaard deltas of bgcodec (test) against each classic codec (anchor)."""
-    from bgcodec import bdrate
-
-    test = means[BGCODEC]
-    table: dict[str, dict] = {}
-    for anchor in anchors:
-        entry: dict[str, Any] = {}
-        for key, _, metric, kind, _ in BD_COLUMNS:
-            ar, aq = _curve(means[anchor], metric)
-            tr, tq = _curve(test, metric)
-            func = bdrate.bd_rate if kind == "rate" else bdrate.bd_quality
-            try:
-                value = func(ar, aq, tr, tq, method=method)
-                entry[key] = value if math.isfinite(value) else None
-                entry[key + "_reason"] = None if math.isfinite(value) else "not finite"
-            except bdrate.BDError as exc:
-                entry[key] = None
-                entry[key + "_reason"] = str(exc)
-        table[anchor] = entry
     return {"method": method, "test": BGCODEC,
             "meaning": "bgcodec against each codec: BD-rate < 0 means bgcodec needs fewer bits for the same "
                        "quality; BD-PSNR / BD-MS-SSIM > 0 means bgcodec has the higher quality at the same rate",
-            "table": table}
+            "table": {anchor: _bd_entry(means[anchor], means[BGCODEC], method) for anchor in anchors}}
+
+
+def _bd_entry(anchor: list[dict], test: list[dict], method: str) -> dict[str, Any]:
+    """Each BD column's value, or None with the reason in ``<column>_reason``."""
+    entry: dict[str, Any] = {}
+    for column in BD_COLUMNS:
+        delta = bdrate.bd_rate if column.kind == "rate" else bdrate.bd_quality
+        try:
+            value = delta(*_curve(anchor, column.metric), *_curve(test, column.metric), method=method)
+        except bdrate.BDError as exc:
+            entry[column.key], entry[column.key + "_reason"] = None, str(exc)
+            continue
+        finite = math.isfinite(value)
+        entry[column.key] = value if finite else None
+        entry[column.key + "_reason"] = None if finite else "not finite"
+    return entry
+
+
+def _curve(entries: list[dict], metric: str) -> tuple[list[float], list[float]]:
+    """Rates and qualities of the complete settings."""
+    points = [(e["bpp"], e[metric]) for e in entries if e["complete"]]
+    return [p[0] for p in points], [p[1] for p in points]
 
 
 # --------------------------------------------------------------------------
 # environment
 
 
-def _version(module: str) -> str | None:
-    try:
-        mod = sys.modules.get(module) or __import__(module)
-        return str(getattr(mod, "__version__", None) or "unknown")
-    except Exception:
-        return None
-
-
-def _call(module: Any, name: str) -> str | None:
-    try:
-        return str(getattr(module, name)())
-    except Exception:
-        return None
-
-
-def versions() -> dict:
-    from PIL import features
+def versions() -> dict[str, Any]:
+    """Versions of Python, bgcodec and the libraries behind the codecs and plots."""
+    from importlib.metadata import version
 
     from bgcodec import __version__
 
     out: dict[str, Any] = {"python": platform.python_version(), "bgcodec": __version__}
     for module in ("torch", "numpy", "PIL", "imagecodecs", "matplotlib"):
-        out["Pillow" if module == "PIL" else module] = _version(module)
+        out["Pillow" if module == "PIL" else module] = module_version(module)
+    out.update(_pillow_library_versions())
+    out.update(_imagecodecs_library_versions())
+    try:
+        out["click"] = version("click")
+    except Exception:
+        pass
+    return out
+
+
+def _pillow_library_versions() -> dict[str, str | None]:
+    from PIL import features
+
+    out: dict[str, str | None] = {}
     for key, feature in (("libjpeg", "jpg"), ("libwebp", "webp"), ("libavif", "avif")):
         try:
             out[key] = features.version(feature)
@@ -718,49 +472,21 @@ def versions() -> dict:
         out["libjpeg_turbo"] = features.version_feature("libjpeg_turbo")
     except Exception:
         pass
-    try:
-        import imagecodecs
-
-        out["libjxl"] = _call(imagecodecs, "jpegxl_version")
-        out["openjpeg"] = _call(imagecodecs, "jpeg2k_version")
-    except ImportError:
-        pass
-    try:
-        from importlib.metadata import version
-
-        out["click"] = version("click")
-    except Exception:
-        pass
     return out
 
 
-def _cpu_model() -> str:
+def _imagecodecs_library_versions() -> dict[str, str | None]:
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        import imagecodecs
+    except ImportError:
+        return {}
+    return {"libjxl": library_version(imagecodecs, "jpegxl_version"),
+            "openjpeg": library_version(imagecodecs, "jpeg2k_version")}
 
 
-def machine(device: Any) -> dict:
-    info: dict[str, Any] = {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count()}
-    try:
-        info["cpus_usable"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        pass
-    try:
-        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-        info["memory_gib"] = round(pages * size / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        pass
-    try:
-        info["load_average"] = list(os.getloadavg())
-    except (OSError, AttributeError):
-        pass
-    info["device"] = str(device)
+def machine(device: Any) -> dict[str, Any]:
+    """The machine (:func:`bgcodec.system.machine_info`), the device bgcodec ran on and its GPU."""
+    info = {**machine_info(), "device": str(device)}
     if getattr(device, "type", None) == "cuda":
         import torch
 
@@ -772,26 +498,25 @@ def machine(device: Any) -> dict:
 # outputs
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: inf → "inf", nan → null, numpy scalars → Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-    return value
+def write_outputs(results: dict, options: EvalOptions, codec_names: Sequence[str], add_note: AddNote) -> None:
+    """The plots, one CSV per codec, summary.md and results.json (in that order: the plots add notes)."""
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    anchors = load_anchors(options.anchors, add_note) if options.anchors else []
+    results["plots"] = write_plots(results, out, anchors, add_note)
+    for name in codec_names:
+        _write_csv(out / f"{name}.csv", [r for r in results["rows"] if r["codec"] == name])
+    _write_atomic(out / "summary.md", lambda f: f.write(summary_markdown(results)))
+    _write_atomic(out / "results.json",
+                  lambda f: f.write(json.dumps(_json_safe(results), indent=1, allow_nan=False) + "\n"))
 
 
 def _write_atomic(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
+    """``write(file)`` into a temporary file next to ``path``, then rename it to ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb" if binary else "w", newline=None if binary else "", encoding=None if binary else "utf-8") as f:
+        text_options = {} if binary else {"newline": "", "encoding": "utf-8"}
+        with open(tmp, "wb" if binary else "w", **text_options) as f:
             write(f)
         os.replace(tmp, path)
     finally:
@@ -799,26 +524,13 @@ def _write_atomic(path: Path, write: Callable[[Any], None], binary: bool = False
             tmp.unlink()
 
 
-def write_outputs(results: dict, options: EvalOptions, codec_names: Sequence[str],
-                  add_note: Callable[[str], None]) -> None:
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
-    anchors = load_anchors(options.anchors, add_note) if options.anchors else []
-    plots = write_plots(results, out, anchors, add_note)
-    results["plots"] = plots
-    for name in codec_names:
-        rows = [r for r in results["rows"] if r["codec"] == name]
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    def write(f: Any) -> None:
+        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({key: _csv_value(row[key]) for key in ROW_FIELDS} for row in rows)
 
-        def write_csv(f, rows=rows):
-            writer = csv.DictWriter(f, fieldnames=ROW_FIELDS, lineterminator="\n")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: _csv_value(row[k]) for k in ROW_FIELDS})
-
-        _write_atomic(out / f"{name}.csv", write_csv)
-    _write_atomic(out / "summary.md", lambda f: f.write(summary_markdown(results)))
-    _write_atomic(out / "results.json",
-                  lambda f: f.write(json.dumps(_clean(results), indent=1, allow_nan=False) + "\n"))
+    _write_atomic(path, write)
 
 
 def _csv_value(value: Any) -> Any:
@@ -829,34 +541,71 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    return f"{value:.{digits}f}"
+def _json_safe(value: Any) -> Any:
+    """JSON-safe: inf → "inf", nan → null, numpy scalars → Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+    return value
+
+
+# --------------------------------------------------------------------------
+# summary.md
 
 
 def summary_markdown(results: dict) -> str:
-    weights = results["weights"]
-    dataset = results["dataset"]
-    settings = results["settings"]
+    """summary.md: the run, the mean table, the BD table, the codec settings, notes and plots."""
+    titles = _codec_titles(results)
+    random_init = results["weights"]["random_init"]
+    lines = _summary_header(results)
+    lines += _means_section(results["means"], titles)
+    lines += _bd_section(results["bd"], titles, random_init)
+    lines += _settings_section(results["settings"]["codec_settings"])
+    if results["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in results["notes"]]
+    plots = results.get("plots") or []
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _codec_titles(results: dict) -> dict[str, str]:
+    return {name: info.get("title", name) for name, info in results["settings"]["codec_settings"].items()}
+
+
+def _summary_header(results: dict) -> list[str]:
+    weights, dataset, settings = results["weights"], results["dataset"], results["settings"]
     lines = [f"# bgcodec evaluation on {dataset['name']}", ""]
     if weights["random_init"]:
         lines += ["> **⚠ random-init weights, not trained.** bgcodec was run with "
                   f"`{weights['spec']}`, a deterministic random initialisation: its numbers exercise the "
                   "code path (real .bgv files, decoded and measured) but say nothing about what the "
                   "trained codec achieves.", ""]
-    lines += [
+    limit = f" (--limit {dataset['limit']})" if dataset["limit"] else ""
+    skipped = settings["skipped"]
+    skipped_text = f"; skipped: {', '.join(f'{k} ({v})' for k, v in skipped.items())}" if skipped else ""
+    host = results["machine"]
+    return lines + [
         f"- weights: `{weights['label']}` (model id {weights['identity']}, "
         f"λ range {weights['lambda_range'][0]:.4g} to {weights['lambda_range'][1]:.4g})",
-        f"- dataset: `{dataset['path']}`, {len(dataset['images'])} image(s)"
-        + (f" (--limit {dataset['limit']})" if dataset["limit"] else ""),
-        f"- codecs: {', '.join(settings['codecs'])}"
-        + (f"; skipped: {', '.join(f'{k} ({v})' for k, v in settings['skipped'].items())}" if settings["skipped"] else ""),
+        f"- dataset: `{dataset['path']}`, {len(dataset['images'])} image(s){limit}",
+        f"- codecs: {', '.join(settings['codecs'])}{skipped_text}",
         f"- device: {settings['device']}; "
-        f"machine: {results['machine'].get('cpu')} ({results['machine'].get('cpu_count')} cores)",
+        f"machine: {host.get('cpu')} ({host.get('cpu_count')} cores)",
         f"- run: {results['created']}, wall time {results['wall_s']:.0f} s",
+    ]
+
+
+def _means_section(means: dict[str, list[dict]], titles: dict[str, str]) -> list[str]:
+    lines = [
         "",
         "## Mean over images",
         "",
@@ -866,143 +615,174 @@ def summary_markdown(results: dict) -> str:
         "| codec | setting | images | bpp | PSNR (dB) | MS-SSIM | MS-SSIM (dB) | encode (s) | decode (s) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    titles = {name: info.get("title", name) for name, info in settings["codec_settings"].items()}
-    for name, entries in results["means"].items():
+    for name, entries in means.items():
         for e in entries:
             flag = "" if e["complete"] else " (incomplete)"
             lines.append(
-                f"| {titles.get(name, name)} | {e['setting']}{flag} | {e['images']} | {_fmt(e['bpp'])} | "
-                f"{_fmt(e['psnr'], 2)} | {_fmt(e['ms_ssim'], 4)} | {_fmt(e['ms_ssim_db'], 2)} | "
-                f"{_fmt(e['encode_s'], 3)} | {_fmt(e['decode_s'], 3)} |")
-    bd = results["bd"]
-    lines += ["", f"## Bjøntegaard deltas of bgcodec against each codec ({bd['method']})", "",
-              "BD-rate < 0: bgcodec needs fewer bits for the same quality. BD-PSNR / BD-MS-SSIM > 0: "
-              "bgcodec has the higher quality at the same rate. The MS-SSIM columns use MS-SSIM in dB as the "
-              "quality. n/a: the curves do not overlap "
-              "(or have too few points); the reasons are listed below the table.", ""]
-    if weights["random_init"]:
+                f"| {titles.get(name, name)} | {e['setting']}{flag} | {e['images']} | {_format_number(e['bpp'])} | "
+                f"{_format_number(e['psnr'], 2)} | {_format_number(e['ms_ssim'], 4)} | "
+                f"{_format_number(e['ms_ssim_db'], 2)} | {_format_number(e['encode_s'], 3)} | "
+                f"{_format_number(e['decode_s'], 3)} |")
+    return lines
+
+
+def _bd_section(bd: dict, titles: dict[str, str], random_init: bool) -> list[str]:
+    lines = ["", f"## Bjøntegaard deltas of bgcodec against each codec ({bd['method']})", "",
+             "BD-rate < 0: bgcodec needs fewer bits for the same quality. BD-PSNR / BD-MS-SSIM > 0: "
+             "bgcodec has the higher quality at the same rate. The MS-SSIM columns use MS-SSIM in dB as the "
+             "quality. n/a: the curves do not overlap "
+             "(or have too few points); the reasons are listed below the table.", ""]
+    if random_init:
         lines += ["(random-init weights, not trained: these deltas are not a statement about the codec.)", ""]
-    lines += ["| against | " + " | ".join(f"{title} ({unit})" for _, title, _, _, unit in BD_COLUMNS) + " |",
+    lines += ["| against | " + " | ".join(f"{c.title} ({c.unit})" for c in BD_COLUMNS) + " |",
               "|---|" + "---:|" * len(BD_COLUMNS)]
     reasons: list[str] = []
     for anchor, entry in bd["table"].items():
+        title = titles.get(anchor, anchor)
         cells = []
-        for key, title, _, kind, _ in BD_COLUMNS:
-            value = entry.get(key)
+        for column in BD_COLUMNS:
+            value = entry.get(column.key)
             if value is None:
                 cells.append("n/a")
-                reasons.append(f"{titles.get(anchor, anchor)}, {title}: {entry.get(key + '_reason')}")
+                reasons.append(f"{title}, {column.title}: {entry.get(column.key + '_reason')}")
             else:
                 cells.append(f"{value:+.2f}")
-        lines.append(f"| {titles.get(anchor, anchor)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
     if not bd["table"]:
         lines.append("| (no classic codec evaluated) |" + " |" * len(BD_COLUMNS))
     if reasons:
         lines += ["", "Why n/a:", ""] + [f"- {r}" for r in reasons]
-    lines += ["", "## Settings", ""]
-    for name, info in settings["codec_settings"].items():
-        extra = "; ".join(f"{k}: {v}" for k, v in (info.get("options") or {}).items())
+    return lines
+
+
+def _settings_section(codec_settings: dict[str, dict]) -> list[str]:
+    lines = ["", "## Settings", ""]
+    for name, info in codec_settings.items():
+        values = ", ".join(f"{v:g}" for v in info.get("values", []))
         library = info.get("library")
-        lines.append(f"- **{info.get('title', name)}** (`{name}`): {info.get('param')} ∈ "
-                     f"{{{', '.join(f'{v:g}' for v in info.get('values', []))}}}"
+        extra = "; ".join(f"{k}: {v}" for k, v in (info.get("options") or {}).items())
+        lines.append(f"- **{info.get('title', name)}** (`{name}`): {info.get('param')} ∈ {{{values}}}"
                      + (f"; {library}" if library else "") + (f"; {extra}" if extra else ""))
-    if results["notes"]:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in results["notes"]]
-    plots = results.get("plots") or []
-    if plots:
-        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _format_number(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}"
 
 
 # --------------------------------------------------------------------------
 # anchors and plots
 
 
-def load_anchors(folder: str, add_note: Callable[[str], None]) -> list[dict]:
+def load_anchors(folder: str, add_note: AddNote) -> list[dict]:
     """Published curves from JSON files {"name", "results": {"bpp", "psnr-rgb"|"psnr", "ms-ssim-rgb"|...}}."""
-    curves = []
     paths = sorted(Path(folder).glob("*.json"))
     if not paths:
         add_note(f"--anchors {folder}: no .json files")
+    curves = []
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-            res = data["results"]
-            bpp = [float(v) for v in res["bpp"]]
-            curve = {"name": str(data.get("name") or path.stem), "file": path.name, "bpp": bpp}
-            for key in ("psnr-rgb", "psnr"):
-                if key in res:
-                    curve["psnr"] = [float(v) for v in res[key]]
-                    break
-            for key in ("ms-ssim-db-rgb", "ms-ssim-db"):
-                if key in res:
-                    curve["ms_ssim_db"] = [float(v) for v in res[key]]
-                    break
-            else:
-                for key in ("ms-ssim-rgb", "ms-ssim"):
-                    if key in res:
-                        curve["ms_ssim_db"] = [ms_ssim_db(float(v)) for v in res[key]]
-                        break
-            for key in ("psnr", "ms_ssim_db"):
-                if key in curve and len(curve[key]) != len(bpp):
-                    raise ValueError(f"{len(bpp)} bpp values but {len(curve[key])} {key} values")
-            curves.append(curve)
+            curves.append(_read_anchor(path))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            add_note(f"anchor {path.name}: ignored ({type(exc).__name__}: {_one_line(exc)})")
+            add_note(f"anchor {path.name}: ignored ({type(exc).__name__}: {one_line(exc)})")
     return curves
 
 
-def write_plots(results: dict, out: Path, anchors: list[dict], add_note: Callable[[str], None]) -> list[str]:
+def _read_anchor(path: Path) -> dict:
+    """One published curve: name, file, bpp, and psnr and/or ms_ssim_db (MS-SSIM converted to dB)."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    published = data["results"]
+    bpp = [float(v) for v in published["bpp"]]
+    curve = {"name": str(data.get("name") or path.stem), "file": path.name, "bpp": bpp}
+    psnr_values = _first_series(published, ("psnr-rgb", "psnr"))
+    if psnr_values is not None:
+        curve["psnr"] = psnr_values
+    ms_ssim_db_values = _first_series(published, ("ms-ssim-db-rgb", "ms-ssim-db"))
+    if ms_ssim_db_values is None:
+        ms_ssim_values = _first_series(published, ("ms-ssim-rgb", "ms-ssim"))
+        if ms_ssim_values is not None:
+            ms_ssim_db_values = [ms_ssim_db(v) for v in ms_ssim_values]
+    if ms_ssim_db_values is not None:
+        curve["ms_ssim_db"] = ms_ssim_db_values
+    for key in ("psnr", "ms_ssim_db"):
+        if key in curve and len(curve[key]) != len(bpp):
+            raise ValueError(f"{len(bpp)} bpp values but {len(curve[key])} {key} values")
+    return curve
+
+
+def _first_series(published: dict, keys: Sequence[str]) -> list[float] | None:
+    """The values under the first of ``keys`` that ``published`` has, as floats."""
+    for key in keys:
+        if key in published:
+            return [float(v) for v in published[key]]
+    return None
+
+
+def write_plots(results: dict, out: Path, anchors: list[dict], add_note: AddNote) -> list[str]:
+    """The RD plots (PSNR and MS-SSIM in dB against bpp); the names of the files written."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         add_note("plots skipped: matplotlib is not installed (pip install 'bgcodec[eval]')")
         return []
-    titles = {name: info.get("title", name) for name, info in results["settings"]["codec_settings"].items()}
-    weights = results["weights"]
     written = []
-    for filename, key, ylabel in (("rd_psnr.png", "psnr", "PSNR RGB (dB)"),
-                                  ("rd_msssim.png", "ms_ssim_db", "MS-SSIM RGB (dB)")):
+    for filename, metric, ylabel in RD_PLOTS:
         fig = Figure(figsize=(11, 6) if anchors else (8, 6))
         FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        xmax = 0.0
-        for name, entries in results["means"].items():
-            pts = sorted((e["bpp"], e[key]) for e in entries
-                         if e["complete"] and math.isfinite(e["bpp"]) and math.isfinite(e[key]))
-            if not pts:
-                continue
-            xmax = max(xmax, max(p[0] for p in pts))
-            style = {"linewidth": 2.5, "color": "black", "zorder": 5} if name == BGCODEC else {"linewidth": 1.5}
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=4,
-                    label=titles.get(name, name), **style)
-        xmax = xmax * 1.05 if xmax > 0 else 2.0
-        for curve in anchors:
-            if key not in curve:
-                continue
-            pts = sorted((b, q) for b, q in zip(curve["bpp"], curve[key]) if b <= xmax and math.isfinite(q))
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle="--", linewidth=1, marker=".",
-                        alpha=0.7, label=f"{curve['name']} (published)")
-        ax.set_xlim(0, xmax)
-        ax.set_xlabel("bits per pixel")
-        ax.set_ylabel(ylabel)
-        title = f"{results['dataset']['name']} ({len(results['dataset']['images'])} images), bgcodec: {weights['spec']}"
-        if weights["random_init"]:
-            title += "\nrandom-init weights, not trained"
-        ax.set_title(title, fontsize=10, color="red" if weights["random_init"] else "black")
-        ax.grid(True, alpha=0.3)
-        if anchors:
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-        else:
-            ax.legend(fontsize=8, loc="lower right")
+        _draw_rd_plot(fig.add_subplot(), results, metric, ylabel, anchors)
         fig.tight_layout()
         _write_atomic(out / filename, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
         written.append(filename)
     return written
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
+def _draw_rd_plot(ax: Any, results: dict, metric: str, ylabel: str, anchors: list[dict]) -> None:
+    xmax = _plot_codec_curves(ax, results, metric)
+    xmax = xmax * 1.05 if xmax > 0 else 2.0
+    _plot_anchor_curves(ax, anchors, metric, xmax)
+    ax.set_xlim(0, xmax)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel(ylabel)
+    weights, dataset = results["weights"], results["dataset"]
+    title = f"{dataset['name']} ({len(dataset['images'])} images), bgcodec: {weights['spec']}"
+    if weights["random_init"]:
+        title += "\nrandom-init weights, not trained"
+    ax.set_title(title, fontsize=10, color="red" if weights["random_init"] else "black")
+    ax.grid(True, alpha=0.3)
+    if anchors:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=8, loc="lower right")
+
+
+def _plot_codec_curves(ax: Any, results: dict, metric: str) -> float:
+    """One curve per codec (complete, finite settings only), bgcodec in bold; the largest bpp drawn."""
+    titles = _codec_titles(results)
+    xmax = 0.0
+    for name, entries in results["means"].items():
+        points = sorted((e["bpp"], e[metric]) for e in entries
+                        if e["complete"] and math.isfinite(e["bpp"]) and math.isfinite(e[metric]))
+        if not points:
+            continue
+        xmax = max(xmax, max(p[0] for p in points))
+        style = {"linewidth": 2.5, "color": "black", "zorder": 5} if name == BGCODEC else {"linewidth": 1.5}
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=4,
+                label=titles.get(name, name), **style)
+    return xmax
+
+
+def _plot_anchor_curves(ax: Any, anchors: list[dict], metric: str, xmax: float) -> None:
+    """The published curves, dashed, up to ``xmax`` bpp."""
+    for curve in anchors:
+        if metric not in curve:
+            continue
+        points = sorted((b, q) for b, q in zip(curve["bpp"], curve[metric]) if b <= xmax and math.isfinite(q))
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], linestyle="--", linewidth=1, marker=".",
+                    alpha=0.7, label=f"{curve['name']} (published)")

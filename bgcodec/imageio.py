@@ -18,7 +18,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bgcodec.errors import ImageError
+from bgcodec.errors import ImageError, one_line
 
 DEFAULT_MAX_PIXELS = 256 * 2**20
 """Largest accepted width·height (256 Mi pixels, far above 8K x 8K = 32 Mi)."""
@@ -34,10 +34,6 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyErr
 
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def _source_name(source: object, name: str | None) -> str:
@@ -74,14 +70,14 @@ def load_image(
         try:
             fp = open(source, "rb")
         except OSError as exc:
-            raise ImageError(f"{name}: cannot read ({exc.strerror or _one_line(exc)})") from None
+            raise ImageError(f"{name}: cannot read ({exc.strerror or one_line(exc)})") from None
     with fp:
         try:
             img = Image.open(fp)
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not an image (cannot identify image file)") from None
         except _DECODE_ERRORS as exc:
-            raise ImageError(f"{name}: corrupt or unsupported image ({_one_line(exc)})") from None
+            raise ImageError(f"{name}: corrupt or unsupported image ({one_line(exc)})") from None
         with img:
             return _convert_opened(img, name, drop_alpha=drop_alpha, max_pixels=max_pixels)
 
@@ -111,7 +107,7 @@ def _convert_opened(
     try:
         img.load()
     except _DECODE_ERRORS as exc:
-        raise ImageError(f"{name}: truncated or corrupt image ({_one_line(exc)})") from None
+        raise ImageError(f"{name}: truncated or corrupt image ({one_line(exc)})") from None
 
     try:
         orientation = int(img.getexif().get(0x0112, 1))
@@ -122,7 +118,7 @@ def _convert_opened(
         try:
             img = ImageOps.exif_transpose(img)
         except Exception as exc:
-            raise ImageError(f"{name}: cannot apply EXIF orientation ({_one_line(exc)})") from None
+            raise ImageError(f"{name}: cannot apply EXIF orientation ({one_line(exc)})") from None
         notes.append(f"applied EXIF orientation ({orientation})")
 
     array, more = _to_rgb(img, name, drop_alpha=drop_alpha)
@@ -148,7 +144,7 @@ def from_pil(
     try:
         img.load()
     except _DECODE_ERRORS as exc:
-        raise ImageError(f"{name}: truncated or corrupt image ({_one_line(exc)})") from None
+        raise ImageError(f"{name}: truncated or corrupt image ({one_line(exc)})") from None
     return _to_rgb(img, name, drop_alpha=drop_alpha)
 
 
@@ -197,7 +193,7 @@ def _to_rgb(img: Image.Image, name: str, *, drop_alpha: bool) -> tuple[np.ndarra
         try:
             rgb = np.asarray(img.convert("RGB"))
         except ValueError as exc:
-            raise ImageError(f"{name}: cannot convert {mode} to RGB ({_one_line(exc)})") from None
+            raise ImageError(f"{name}: cannot convert {mode} to RGB ({one_line(exc)})") from None
         notes.append(f"converted {mode} to RGB")
     else:
         raise ImageError(f"{name}: unsupported pixel format (mode {mode})")
@@ -288,4 +284,4 @@ def save_image(
     try:
         img.save(target, format=fmt, **options)
     except OSError as exc:
-        raise ImageError(f"{name}: cannot write ({exc.strerror or _one_line(exc)})") from None
+        raise ImageError(f"{name}: cannot write ({exc.strerror or one_line(exc)})") from None

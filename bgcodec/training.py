@@ -14,7 +14,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import lambdas
+from . import lambdas, system
 from .codec import Codec
 from .data import CropSampler, find_images, load_training_image
 from .model import BGVAE, CONFIGS
@@ -161,15 +160,10 @@ def export_weights(path: Path, model: BGVAE, step: int, opts: TrainOptions, wall
 
 
 def hardware_description() -> str:
+    """What trained: the GPUs, or the CPU threads (for the weights' provenance)."""
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{torch.get_num_threads()} threads of {cpu}"
+    return f"{torch.get_num_threads()} threads of {system.cpu_model()}"
 
 
 # -- validation with real bitstreams --------------------------------------------------------

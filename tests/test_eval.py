@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from bgcodec import bdrate, evaluation
+from bgcodec import bdrate, classic_codecs
 from bgcodec.cli import cli
-from bgcodec.evaluation import MS_SSIM_MIN_SIZE, MS_SSIM_WEIGHTS, MSSSIM, ms_ssim, ms_ssim_db, psnr
+from bgcodec.metrics import MS_SSIM_MIN_SIZE, MS_SSIM_WEIGHTS, MSSSIM, ms_ssim, ms_ssim_db, psnr
 
 RATES = np.array([0.12, 0.25, 0.5, 0.9, 1.6, 2.4])
 PSNRS = np.array([27.0, 29.6, 32.1, 34.4, 36.9, 38.8])
@@ -152,12 +152,12 @@ def test_ms_ssim_mirror_pads_images_below_161_px():
 # codecs
 
 
-@pytest.mark.parametrize("name", evaluation.CLASSIC_CODECS)
+@pytest.mark.parametrize("name", classic_codecs.CLASSIC_CODECS)
 def test_each_classic_codec_round_trips_or_says_why_not(name):
-    codec = evaluation.CODEC_CLASSES[name]()
+    codec = classic_codecs.CODEC_CLASSES[name]()
     try:
         codec.prepare()
-    except evaluation.CodecUnavailable as exc:
+    except classic_codecs.CodecUnavailable as exc:
         pytest.skip(f"{name} unavailable here: {exc}")
     image = texture(32, 40)
     low, high = codec.values[1], codec.values[-2]
@@ -173,8 +173,8 @@ def test_each_classic_codec_round_trips_or_says_why_not(name):
 def test_missing_imagecodecs_makes_jxl_and_jpeg2000_unavailable(monkeypatch):
     monkeypatch.setitem(sys.modules, "imagecodecs", None)  # import imagecodecs -> ImportError
     for name in ("jxl", "jpeg2000"):
-        with pytest.raises(evaluation.CodecUnavailable, match="imagecodecs"):
-            evaluation.CODEC_CLASSES[name]().prepare()
+        with pytest.raises(classic_codecs.CodecUnavailable, match="imagecodecs"):
+            classic_codecs.CODEC_CLASSES[name]().prepare()
 
 
 # --------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_eval_end_to_end(tiny_dataset, tmp_path):
     assert [i["name"] for i in results["dataset"]["images"]] == ["img0.png", "img1.png"]
     assert results["weights"]["random_init"] and results["settings"]["lambdas"] == [0.01, 0.1]
     rows = results["rows"]
-    per_codec = {"bgcodec": 2, "jpeg": len(evaluation.JpegCodec.values), "webp": len(evaluation.WebpCodec.values)}
+    per_codec = {"bgcodec": 2, "jpeg": len(classic_codecs.JpegCodec.values), "webp": len(classic_codecs.WebpCodec.values)}
     assert len(rows) == 2 * sum(per_codec.values()) and not results["errors"]
     for row in rows:
         assert row["bpp"] == pytest.approx(8 * row["bytes"] / (64 * 80))
