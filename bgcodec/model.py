@@ -71,7 +71,8 @@ class BGVAEConfig:
 
 
 CONFIGS: dict[str, BGVAEConfig] = {
-    # The published size (≈ 97 M parameters), for GPU users.
+    # The published layout, for GPU users: 95.7 M parameters (the paper reports 97.4 M; its
+    # cross-attention design is not public, ours has no MLP, see docs/DESIGN.md).
     "paper": BGVAEConfig(),
     # What 2 CPU cores can train: 5.96 M parameters; one training step (forward, backward,
     # fused Adam) on 16 crops of 128×128 takes 0.28 s on this project's 2-core machine
