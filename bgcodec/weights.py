@@ -22,7 +22,7 @@ from . import lambdas
 from .errors import WeightsError
 from .model import BGVAE, CONFIGS, BGVAEConfig
 
-DEFAULT_WEIGHTS = "random:small"
+DEFAULT_WEIGHTS = "bgvae-small.safetensors"
 """What the CLI loads without --weights. Becomes a file name in weights/ once trained weights ship."""
 
 WEIGHTS_ENV = "BGCODEC_WEIGHTS"
