@@ -26,11 +26,11 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import lambdas, system
+from . import system
 from .codec import Codec
 from .data import CropSampler, find_images, load_training_image
 from .model import BGVAE, CONFIGS
-from .weights import LoadedModel, dense_cpu, load_model, model_identity, save_model
+from .weights import dense_cpu, in_memory, load_model, save_model
 
 LOG2E = math.log2(math.e)
 
@@ -171,9 +171,7 @@ def hardware_description() -> str:
 def validate(model: BGVAE, images: list[np.ndarray], lambdas_cli: list[float]) -> list[dict]:
     """Encode and decode each image with the real coder; mean bpp (file sizes) and PSNR per λ."""
     cpu_model = copy.deepcopy(model).float().cpu().eval()
-    lo, hi = cpu_model.cfg.lmbda_range
-    codec = Codec(LoadedModel(cpu_model, model_identity(cpu_model.state_dict()),
-                              (lambdas.to_cli(lo), lambdas.to_cli(hi)), {}), torch.device("cpu"))
+    codec = Codec(in_memory(cpu_model), torch.device("cpu"))
     rows = []
     for lmbda in lambdas_cli:
         bpp, psnr = [], []

@@ -53,6 +53,18 @@ def model_identity(state_dict: dict[str, torch.Tensor]) -> bytes:
     return digest.digest()[:4]
 
 
+def cli_lambda_range(cfg: BGVAEConfig) -> tuple[float, float]:
+    """The config's λ range in the CLI (CompressAI) convention."""
+    lo, hi = cfg.lmbda_range
+    return lambdas.to_cli(lo), lambdas.to_cli(hi)
+
+
+def in_memory(model: BGVAE, metadata: dict[str, str] | None = None) -> LoadedModel:
+    """Wrap a model that was built or trained in this process (no file behind it)."""
+    return LoadedModel(model.eval(), model_identity(model.state_dict()), cli_lambda_range(model.cfg),
+                       dict(metadata or {}))
+
+
 def search_dirs() -> list[Path]:
     """Where a bare weights file name is looked up: the source checkout, then the install prefix."""
     return [Path(__file__).resolve().parent.parent / "weights", Path(sys.prefix) / "share" / "bgcodec" / "weights"]
@@ -85,9 +97,7 @@ def _random_model(spec: str) -> LoadedModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BGVAE(CONFIGS[parts[1]]).eval()
-    lo, hi = model.cfg.lmbda_range
-    return LoadedModel(model, model_identity(model.state_dict()), (lambdas.to_cli(lo), lambdas.to_cli(hi)),
-                       {"config_name": parts[1], "seed": str(seed)})
+    return in_memory(model, {"config_name": parts[1], "seed": str(seed)})
 
 
 def _load_file(path: str) -> LoadedModel:
@@ -120,9 +130,8 @@ def save_model(model: BGVAE, path: str | os.PathLike, metadata: dict[str, str] |
     ``half`` stores float16 (shipped files must stay under 16 MiB); they load into a
     float32 model, and the model identity is computed from the stored values.
     """
-    lo, hi = model.cfg.lmbda_range
     meta = dict(metadata or {})
     meta.update({"format": "bgcodec-weights-1", "config": json.dumps(model.cfg.to_dict()),
-                 "lambda_range": json.dumps([lambdas.to_cli(lo), lambdas.to_cli(hi)])})
+                 "lambda_range": json.dumps(list(cli_lambda_range(model.cfg)))})
     state = {k: dense_cpu(v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata=meta)
