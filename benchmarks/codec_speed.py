@@ -68,13 +68,14 @@ def breakdown(codec: Codec, image: np.ndarray, lmbda: float, repeat: int) -> lis
     rows = []
 
     with torch.no_grad(), single_threaded():
-        t, emb = median_time(lambda: model.embed(torch.tensor([lmbda_model], dtype=torch.float32)), repeat)
-        rows.append(("λ embedding", t))
+        lm = torch.tensor([lmbda_model], dtype=torch.float32)
+        t, _ = median_time(lambda: model.condition(lm), repeat)
+        rows.append(("λ embedding (per call below)", t))
         t, x = median_time(lambda: image_to_tensor(image), repeat)
         rows.append(("encode: image → tensor (pad)", t))
-        t, taps = median_time(lambda: model.analyse(x, emb), repeat)
+        t, taps = median_time(lambda: model.analyse(x, lm), repeat)
         rows.append(("encode: analysis (bottom-up)", t))
-        t, (symbols, indices, h) = median_time(lambda: model.encode_latents(taps, emb), repeat)
+        t, (symbols, indices, h) = median_time(lambda: model.encode_latents(taps, lm), repeat)
         rows.append(("encode: top-down probability path", t))
         t, streams = median_time(lambda: [entropy.encode_symbols(s, i) for s, i in zip(symbols, indices)], repeat)
         rows.append(("encode: entropy coding (ANS)", t))
@@ -100,7 +101,7 @@ def breakdown(codec: Codec, image: np.ndarray, lmbda: float, repeat: int) -> lis
 
         def top_down():
             coding.append(0.0)
-            return model.decode_latents(emb, grid, read_symbols)
+            return model.decode_latents(lm, grid, read_symbols)
 
         t, (dec_indices, h_dec) = median_time(top_down, repeat)
         t_coding = statistics.median(coding[1:]) if len(coding) > 1 else coding[0]
@@ -108,7 +109,7 @@ def breakdown(codec: Codec, image: np.ndarray, lmbda: float, repeat: int) -> lis
         rows.append(("decode: entropy decoding (ANS)", t_coding))
         t, _ = median_time(lambda: entropy.indices_checksum(dec_indices), repeat)
         rows.append(("decode: index checksum", t))
-        t, out = median_time(lambda: model.synthesis(h_dec, emb), repeat)
+        t, out = median_time(lambda: model.synthesize(h_dec, lm), repeat)
         rows.append(("decode: synthesis", t))
         t, _ = median_time(lambda: tensor_to_image(out, height, width), repeat)
         rows.append(("decode: tensor → image", t))

@@ -52,6 +52,7 @@ Examples:
   bgcodec encode img.png -q 90            # writes img.bgv next to img.png
   bgcodec encode photos/*.png -q 80 -o out/
   cat img.png | bgcodec encode - -l 0.01 -o - > img.bgv
+  bgcodec encode img.png -q 80 --synthesis shallow -e 2   # fast decoding, SGA encoding
 
 \b
 Quality 1..100 maps log-linearly onto the lambda range the weights were
@@ -70,6 +71,7 @@ Examples:
   bgcodec decode img.bgv -o img.webp      # format from the extension
   bgcodec decode out/*.bgv -o decoded/
   bgcodec decode img.bgv -o - | display -
+  bgcodec decode img.bgv --synthesis shallow   # the fast decoder, for any file
 
 \b
 Output formats by extension: .png (default), .bmp, .tif/.tiff,
@@ -489,9 +491,27 @@ _max_pixels_option = click.option(
     help="Discard the alpha channel / transparency of inputs that have one "
     "(default: refuse such inputs).",
 )
+@click.option(
+    "--synthesis",
+    type=click.Choice(["full", "shallow"]),
+    default="full",
+    show_default=True,
+    help="Decoder to target and record in the file: the full synthesis, or the shallow one "
+    "(faster decoding, some quality lost; any decoder can still pick either).",
+)
+@click.option(
+    "-e",
+    "--effort",
+    type=click.IntRange(0, 3),
+    default=0,
+    show_default=True,
+    help="Encoder effort: 0 = one pass; 1, 2, 3 = 50, 200, 800 iterations of SGA latent "
+    "optimisation (smaller files at the same quality, much slower encoding; the decoder is unchanged).",
+)
 @_max_pixels_option
 @click.pass_context
-def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, drop_alpha, max_pixels):
+def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, drop_alpha, synthesis, effort,
+           max_pixels):
     """Compress images (PNG, JPEG, WebP, TIFF, ... or '-' for stdin) to .bgv files.
 
     Grayscale, palette, CMYK and 16-bit images are converted to 8-bit RGB (with
@@ -519,7 +539,7 @@ def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, d
         if "lmbda" not in state:
             state["lmbda"] = lmbda if lmbda is not None else quality_to_lambda(quality, codec.lambda_range)
         try:
-            bits = codec.encode(image, state["lmbda"])
+            bits = _encode_with_progress(codec, image, state["lmbda"], synthesis, effort, reporter, job.name)
         except BgcodecError as exc:
             message = one_line(exc)
             if not message.startswith(job.name + ":"):
@@ -535,13 +555,37 @@ def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, d
     _run_batch(ctx, jobs, process, Reporter(quiet), "encoded", "Encoding")
 
 
+def _encode_with_progress(codec, image, lmbda: float, synthesis: str, effort: int, reporter: Reporter,
+                          name: str) -> bytes:
+    """Codec.encode, with a progress bar of the SGA iterations when they are shown."""
+    if effort == 0 or reporter.quiet or reporter.bar_active or not sys.stderr.isatty():
+        return codec.encode(image, lmbda, synthesis=synthesis, effort=effort)
+    from bgcodec.sga import EFFORT_ITERATIONS
+
+    with click.progressbar(length=EFFORT_ITERATIONS[effort], label=f"{name}: SGA", file=sys.stderr) as bar:
+        done = [0]
+
+        def progress(n: int, total: int) -> None:
+            bar.update(n - done[0])
+            done[0] = n
+
+        return codec.encode(image, lmbda, synthesis=synthesis, effort=effort, progress=progress)
+
+
 @cli.command(epilog=DECODE_EPILOG, short_help="Decompress .bgv files to images.")
 @click.argument("inputs", nargs=-1, required=True, metavar="IN...")
 @_output_options(".png", "image (format from its extension)")
 @_model_options
+@click.option(
+    "--synthesis",
+    type=click.Choice(["file", "full", "shallow"]),
+    default="file",
+    show_default=True,
+    help="Decoder: the one recorded in each file, or force the full or the shallow synthesis.",
+)
 @_max_pixels_option
 @click.pass_context
-def decode(ctx, inputs, output, device, weights, force, quiet, max_pixels):
+def decode(ctx, inputs, output, device, weights, force, quiet, synthesis, max_pixels):
     """Decompress .bgv files ('-' for stdin) to PNG or another image format."""
     from bgcodec.imageio import format_for, save_image
 
@@ -554,7 +598,7 @@ def decode(ctx, inputs, output, device, weights, force, quiet, max_pixels):
         data = _read_input(job)
         if not data:
             raise BgcodecError(f"{job.name}: empty file (not a .bgv file)")
-        image = holder.get().decode(data, job.name, max_pixels)
+        image = holder.get().decode(data, job.name, max_pixels, None if synthesis == "file" else synthesis)
         _write_output(job, lambda f: save_image(image, f, format=fmt), force)
         height, width = image.shape[:2]
         reporter.info(f"{job.name} -> {job.dest_name}: {width}x{height}")
@@ -653,6 +697,9 @@ checkpoint before exiting.
 @click.option("--val-every", default=2000, show_default=True, type=click.IntRange(min=1))
 @click.option("--log-every", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--checkpoint-minutes", default=5.0, show_default=True, type=click.FloatRange(min=0.1))
+@click.option("--shallow-only", is_flag=True,
+              help="Train only the shallow synthesis, against the frozen model from --init (run it after "
+              "the main training; the main training leaves the shallow synthesis untouched).")
 def train(data, out, **options):
     """Train BG-VAE (variable rate) on folders of PNG/JPEG images (recursive).
 

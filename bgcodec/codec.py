@@ -14,14 +14,14 @@ files in parallel processes (e.g. ``xargs -P``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import container, entropy, lambdas
+from . import container, entropy, lambdas, sga
 from .errors import BgcodecError, FormatError
 from .imageio import DEFAULT_MAX_PIXELS
 from .model import PAD_MULTIPLE, BGVAE
@@ -85,8 +85,9 @@ class Codec:
     def load(cls, weights: str | None = None, device: str = "auto") -> "Codec":
         return cls(load_model(weights), pick_device(device))
 
-    def _embedding(self, model: BGVAE, lmbda_model: float) -> torch.Tensor:
-        return model.embed(torch.tensor([lmbda_model], dtype=torch.float32, device=next(model.parameters()).device))
+    @staticmethod
+    def _lambda_tensor(model: BGVAE, lmbda_model: float) -> torch.Tensor:
+        return torch.tensor([lmbda_model], dtype=torch.float32, device=next(model.parameters()).device)
 
     def check_lambda(self, lmbda: float) -> float:
         """Validate a CLI-convention λ and return the model-convention λ as stored (float32)."""
@@ -97,45 +98,62 @@ class Codec:
         return float(np.float32(lambdas.to_model(lmbda)))
 
     @torch.no_grad()
-    def encode(self, image: np.ndarray, lmbda: float, *, depth: int | None = None,
+    def encode(self, image: np.ndarray, lmbda: float, *, depth: int | None = None, synthesis: str = "full",
+               effort: int = 0, progress: Callable[[int, int], None] | None = None,
                return_reconstruction: bool = False):
         """Compress an HxWx3 uint8 image at λ (CLI convention) into .bgv bytes.
 
         ``depth`` keeps only the first latents (the rest decode to their prior means).
+        ``synthesis`` ("full" or "shallow") is recorded as the file's default decoder.
+        ``effort`` > 0 refines the latents with SGA for that synthesis
+        (``sga.EFFORT_ITERATIONS``), reporting ``progress(done, total)`` per iteration.
         With ``return_reconstruction`` also returns the image the decoder will produce.
         """
-        with single_threaded():
-            return self._encode(image, lmbda, depth, return_reconstruction)
-
-    def _encode(self, image: np.ndarray, lmbda: float, depth: int | None, return_reconstruction: bool):
         lmbda_model = self.check_lambda(lmbda)
         num_latents = self.model.cfg.num_latents
         depth = num_latents if depth is None else depth
         if not 1 <= depth <= num_latents:
             raise BgcodecError(f"depth must be in 1..{num_latents}, got {depth}")
+        if synthesis not in container.SYNTHESIS_KINDS:
+            raise BgcodecError(f"synthesis must be one of {', '.join(container.SYNTHESIS_KINDS)}, got {synthesis!r}")
+        if effort not in sga.EFFORT_ITERATIONS:
+            raise BgcodecError(f"effort must be one of {sorted(sga.EFFORT_ITERATIONS)}, got {effort}")
         height, width = image.shape[:2]
-        x = image_to_tensor(image)
-        taps = self.accelerated.analyse(x.to(self.device), self._embedding(self.accelerated, lmbda_model))
-        emb = self._embedding(self.model, lmbda_model)
-        symbols, indices, h = self.model.encode_latents([t.float().cpu() for t in taps], emb, depth)
-        streams = [entropy.encode_symbols(s, i) for s, i in zip(symbols[:depth], indices[:depth])]
-        header = container.Header(model_id=self.identity, lmbda=lmbda_model, height=height, width=width,
-                                  synthesis="full", index_checksum=entropy.indices_checksum(indices[:depth]))
-        data = container.pack(header, streams)
-        if not return_reconstruction:
-            return data
-        return data, self._synthesize(h, lmbda_model, height, width)
+        x = image_to_tensor(image).to(self.device)
+        lmbda_device = self._lambda_tensor(self.accelerated, lmbda_model)
+        with single_threaded():
+            taps = self.accelerated.analyse(x, lmbda_device)
+        means = None
+        iterations = sga.EFFORT_ITERATIONS[effort]
+        if iterations:  # any thread count: the optimised means are the encoder's free choice
+            means = sga.optimise_latents(self.accelerated, x, taps, lmbda_device, iterations, synthesis,
+                                         height, width, progress and (lambda n: progress(n, iterations)))
+            means = [m.float().cpu() for m in means]
+        with single_threaded():
+            symbols, indices, h = self.model.encode_latents(
+                [t.float().cpu() for t in taps], self._lambda_tensor(self.model, lmbda_model), depth, means)
+            streams = [entropy.encode_symbols(s, i) for s, i in zip(symbols[:depth], indices[:depth])]
+            header = container.Header(model_id=self.identity, lmbda=lmbda_model, height=height, width=width,
+                                      synthesis=synthesis, index_checksum=entropy.indices_checksum(indices[:depth]))
+            data = container.pack(header, streams)
+            if not return_reconstruction:
+                return data
+            return data, self._synthesize(h, lmbda_model, height, width, synthesis)
 
     @torch.no_grad()
-    def decode(self, data: bytes, name: str = "<input>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    def decode(self, data: bytes, name: str = "<input>", max_pixels: int = DEFAULT_MAX_PIXELS,
+               synthesis: str | None = None) -> np.ndarray:
         """Decompress .bgv bytes into an HxWx3 uint8 image; raises FormatError naming ``name``.
 
         Files claiming more than ``max_pixels`` pixels are refused before any work.
+        ``synthesis`` overrides the file's recorded synthesis ("full" or "shallow").
         """
+        if synthesis is not None and synthesis not in container.SYNTHESIS_KINDS:
+            raise BgcodecError(f"synthesis must be one of {', '.join(container.SYNTHESIS_KINDS)}, got {synthesis!r}")
         with single_threaded():
-            return self._decode(data, name, max_pixels)
+            return self._decode(data, name, max_pixels, synthesis)
 
-    def _decode(self, data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    def _decode(self, data: bytes, name: str, max_pixels: int, synthesis: str | None) -> np.ndarray:
         header, streams = container.unpack(data, name)
         if header.height * header.width > max_pixels:
             raise FormatError(f"{name}: image of {header.width}x{header.height} pixels exceeds the limit of "
@@ -156,14 +174,15 @@ class Codec:
                 raise FormatError(f"{name}: latent {i + 1}: {e}") from None
 
         grid = (math.ceil(header.height / PAD_MULTIPLE), math.ceil(header.width / PAD_MULTIPLE))
-        indices, h = self.model.decode_latents(self._embedding(self.model, header.lmbda), grid, read_symbols)
+        indices, h = self.model.decode_latents(self._lambda_tensor(self.model, header.lmbda), grid,
+                                                 read_symbols)
         if entropy.indices_checksum(indices[:depth]) != header.index_checksum:
             raise FormatError(f"{name}: the decoder rebuilt different probabilities than the encoder "
                               "(scale-index checksum mismatch); decode with the same bgcodec, torch build and "
                               "CPU type, or the file is corrupt")
-        return self._synthesize(h, header.lmbda, header.height, header.width)
+        return self._synthesize(h, header.lmbda, header.height, header.width, synthesis or header.synthesis)
 
-    def _synthesize(self, h: torch.Tensor, lmbda_model: float, height: int, width: int) -> np.ndarray:
-        emb = self._embedding(self.accelerated, lmbda_model)
-        out = self.accelerated.synthesis(h.to(self.device), emb)
+    def _synthesize(self, h: torch.Tensor, lmbda_model: float, height: int, width: int, synthesis: str) -> np.ndarray:
+        out = self.accelerated.synthesize(h.to(self.device), self._lambda_tensor(self.accelerated, lmbda_model),
+                                          synthesis)
         return tensor_to_image(out, height, width)

@@ -1,7 +1,7 @@
 """Building blocks of BG-VAE (DESIGN-NOTES §1.1, §1.7, §2.1–2.3).
 
-Every block that takes ``emb`` is conditioned on λ through AdaLN; there is no other
-λ path into the network.
+Every block that takes ``emb`` is conditioned on λ through AdaLN. The only other λ path
+is the quantisation step of the latents (bgcodec.model.LatentBlock).
 """
 
 from __future__ import annotations
@@ -35,6 +35,20 @@ def conv(cin: int, cout: int, kernel_size: int, stride: int = 1, groups: int = 1
                           groups=groups)
     nn.init.zeros_(layer.bias)
     return layer
+
+
+class Modulation(nn.Module):
+    """Per-channel scale and shift of an NCHW tensor from the λ embedding; starts as the identity."""
+
+    def __init__(self, dim: int, embed_dim: int = EMBED_DIM):
+        super().__init__()
+        self.linear = nn.Linear(embed_dim, 2 * dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.linear(F.gelu(emb))[:, :, None, None].chunk(2, dim=1)
+        return x * (1 + scale) + shift
 
 
 class LambdaEmbedding(nn.Module):

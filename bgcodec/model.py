@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .entropy import scale_indices
-from .layers import BConvNeXt, CrossAttention, LambdaEmbedding, WaveletDown, WaveletUp, conv
+from .layers import BConvNeXt, CrossAttention, LambdaEmbedding, Modulation, WaveletDown, WaveletUp, conv
 
 PAD_MULTIPLE = 64
 INPUT_MEAN = 0.4546259594901961
@@ -53,6 +53,8 @@ class BGVAEConfig:
     """Cross-attention at the top-down transitions 64→32, 32→16, 16→8 and 8→4."""
     lmbda_range: tuple[float, float] = (16.0, 2048.0)
     """λ range in the model's own convention (see bgcodec.lambdas)."""
+    shallow_synthesis: str = "two-layer"
+    """The cheap alternative decoder head: "two-layer" or "jpeg-like" (see SHALLOW_SYNTHESES)."""
 
     @property
     def num_latents(self) -> int:
@@ -109,9 +111,12 @@ class LatentBlock(nn.Module):
     """One latent variable: prior from the top-down feature, posterior mean from the
     top-down feature and the encoder tap, then fusion of the latent back into the feature.
 
-    The posterior is U(qm − ½, qm + ½); the prior is N(pm, σ²) convolved with U(−½, ½).
-    At test time the latent is ``z = pm + round(qm − pm)``, so the coder only ever sees
-    the integer residual.
+    The latent is quantised with a λ-dependent step Δ per channel,
+    ``ln Δ = step_offset − step_slope · ln(λ / λ_ref)`` (initially Δ ∝ λ^-½, the
+    high-rate optimum for MSE), so the rate follows λ from the first step on; AdaLN then
+    refines the rest. The posterior is U(qm − Δ/2, qm + Δ/2); the prior is N(pm, σ²)
+    convolved with U(−Δ/2, Δ/2). At test time ``z = pm + Δ·round((qm − pm)/Δ)``, so the
+    coder only ever sees the integer residual k, with the prior scale σ/Δ.
     """
 
     def __init__(self, width: int, channels: int, tap_width: int, kernel: int, mlp_ratio: float):
@@ -125,13 +130,20 @@ class LatentBlock(nn.Module):
         self.posterior = conv(width, channels, 3)
         self.latent_proj = conv(channels, width, 1)
         self.prior = conv(width, 2 * channels, 1)
+        self.step_offset = nn.Parameter(torch.zeros(channels, 1, 1))
+        self.step_slope = nn.Parameter(torch.full((channels, 1, 1), 0.5))
 
-    def prior_params(self, h: torch.Tensor, emb: torch.Tensor):
-        """Returns the feature after the front block, the prior mean and log σ."""
+    def log_step(self, log_lambda_ratio: torch.Tensor) -> torch.Tensor:
+        """ln Δ, shape (B, C, 1, 1), from ln(λ / λ_ref) of shape (B,)."""
+        return self.step_offset - self.step_slope * log_lambda_ratio.view(-1, 1, 1, 1)
+
+    def prior_params(self, h: torch.Tensor, emb: torch.Tensor, log_step: torch.Tensor):
+        """Returns the feature after the front block, the prior mean and ln(σ/Δ), the
+        prior scale in units of the quantisation step (floored at e^-2.3 ≈ 0.1)."""
         h = self.front(h, emb)
         mean, raw = self.prior(h).chunk(2, dim=1)
-        log_sigma = F.softplus(raw - LOG_SIGMA_FLOOR) + LOG_SIGMA_FLOOR
-        return h, mean, log_sigma
+        log_scale = F.softplus(raw - log_step - LOG_SIGMA_FLOOR) + LOG_SIGMA_FLOOR
+        return h, mean, log_scale
 
     def posterior_mean(self, h: torch.Tensor, tap: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         merged = self.merge(torch.cat([self.post_feature(h, emb), self.post_tap(tap, emb)], dim=1))
@@ -141,15 +153,15 @@ class LatentBlock(nn.Module):
         return self.end(h + self.latent_proj(z), emb)
 
 
-def gaussian_log_likelihood(z: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-    """log P(z) in nats under N(mean, σ²) ⊛ U(−½, ½), computed in float32.
+def gaussian_log_likelihood(residual: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """log P(residual) in nats under N(0, σ²) ⊛ U(−½, ½), computed in float32.
 
-    Uses the symmetric form (|z − mean|) for precision in the tails, and the log-density
+    Uses the symmetric form (|residual|) for precision in the tails, and the log-density
     where the bin probability underflows (P < 1e-6), as QARV does.
     """
-    z, mean, log_sigma = z.float(), mean.float(), log_sigma.float()
+    log_sigma = log_sigma.float()
     sigma = torch.exp(log_sigma)
-    v = (z - mean).abs()
+    v = residual.float().abs()
     upper = torch.special.ndtr((0.5 - v) / sigma)
     lower = torch.special.ndtr((-0.5 - v) / sigma)
     p = upper - lower
@@ -223,6 +235,42 @@ class FullSynthesis(nn.Module):
         return self.head(h)
 
 
+class JpegLikeSynthesis(nn.Module):
+    """Shallow synthesis (DESIGN-NOTES §5.1): one transposed convolution from the stride-8
+    feature to pixels. Its kernel (16) is twice its stride, so neighbouring 8×8 blocks
+    overlap and there are no block edges. About 0.5 k multiply-adds per pixel for `small`."""
+
+    def __init__(self, cfg: BGVAEConfig):
+        super().__init__()
+        w8 = cfg.dec_widths[-2]
+        self.modulation = Modulation(w8)
+        self.deconv = nn.ConvTranspose2d(w8, 3, 16, stride=8, padding=4)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.deconv(self.modulation(h, emb))
+
+
+class TwoLayerSynthesis(nn.Module):
+    """Shallow synthesis (DESIGN-NOTES §5.1): a ×4 transposed convolution with a GELU path
+    plus a linear residual path, then a ×2 transposed convolution to pixels. About 2.4 k
+    multiply-adds per pixel for `small`."""
+
+    def __init__(self, cfg: BGVAEConfig, hidden: int = 24):
+        super().__init__()
+        w8 = cfg.dec_widths[-2]
+        self.modulation = Modulation(w8)
+        self.nonlinear = nn.ConvTranspose2d(w8, hidden, 8, stride=4, padding=2)
+        self.linear = nn.ConvTranspose2d(w8, hidden, 8, stride=4, padding=2)
+        self.out = nn.ConvTranspose2d(hidden, 3, 6, stride=2, padding=2)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.modulation(h, emb)
+        return self.out(F.gelu(self.nonlinear(h)) + self.linear(h))
+
+
+SHALLOW_SYNTHESES = {"jpeg-like": JpegLikeSynthesis, "two-layer": TwoLayerSynthesis}
+
+
 class TopDownStage(nn.Module):
     def __init__(self, cfg: BGVAEConfig, i: int, tap_width: int):
         super().__init__()
@@ -254,12 +302,17 @@ class BGVAE(nn.Module):
             for i in range(3)
         )
         self.synthesis = FullSynthesis(cfg)
+        if cfg.shallow_synthesis not in SHALLOW_SYNTHESES:
+            raise ValueError(f"shallow_synthesis must be one of {sorted(SHALLOW_SYNTHESES)}")
+        self.shallow_synthesis = SHALLOW_SYNTHESES[cfg.shallow_synthesis](cfg)
 
     # -- shared pieces --------------------------------------------------------------
 
-    def embed(self, lmbda: torch.Tensor) -> torch.Tensor:
-        """λ (model convention), shape (B,) → the conditioning vector (B, 256)."""
-        return self.lambda_embedding(lmbda)
+    def condition(self, lmbda: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """λ (model convention), shape (B,) → the conditioning vector (B, 256) and ln(λ / λ_ref),
+        where λ_ref is the geometric mean of the model's λ range."""
+        lo, hi = self.cfg.lmbda_range
+        return self.lambda_embedding(lmbda), torch.log(lmbda.float()) - 0.5 * math.log(lo * hi)
 
     @staticmethod
     def preprocess(im: torch.Tensor) -> torch.Tensor:
@@ -284,68 +337,85 @@ class BGVAE(nn.Module):
 
     # -- training -------------------------------------------------------------------
 
-    def forward(self, im: torch.Tensor, lmbda: torch.Tensor, noisy: bool | None = None):
+    def forward(self, im: torch.Tensor, lmbda: torch.Tensor, noisy: bool | None = None, synthesis: str = "full"):
         """Training / evaluation pass on images in [0, 1] whose sides are multiples of 64.
 
-        Returns the reconstruction in [-1, 1] and the rate of each latent in nats, each of
-        shape (B,). With ``noisy`` (default: ``self.training``) latents are posterior
-        samples ``qm + U(−½, ½)``; otherwise they are quantised as when coding.
+        Returns the reconstruction in [-1, 1] by the given synthesis and the rate of each
+        latent in nats, each of shape (B,). With ``noisy`` (default: ``self.training``)
+        latents are posterior samples ``qm + Δ·U(−½, ½)``; otherwise they are quantised as
+        when coding.
         """
-        noisy = self.training if noisy is None else noisy
-        emb = self.embed(lmbda)
+        h, emb, rates = self.latent_features(im, lmbda, self.training if noisy is None else noisy)
+        return (self.synthesis if synthesis == "full" else self.shallow_synthesis)(h, emb), rates
+
+    def latent_features(self, im: torch.Tensor, lmbda: torch.Tensor, noisy: bool):
+        """The top-down feature after the last latent (the synthesis input), the λ embedding
+        and the rate of each latent in nats."""
+        emb, log_ratio = self.condition(lmbda)
         taps = self.encoder(self.preprocess(im), emb)
         rates = []
 
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
-            h, mean, log_sigma = latent.prior_params(h, emb)
-            qm = latent.posterior_mean(h, taps[stage], emb)
+            log_step = latent.log_step(log_ratio)
+            h, mean, log_scale = latent.prior_params(h, emb, log_step)
+            residual = (latent.posterior_mean(h, taps[stage], emb) - mean) * torch.exp(-log_step)
             if noisy:
-                z = qm + torch.empty_like(qm).uniform_(-0.5, 0.5)
+                residual = residual + torch.empty_like(residual).uniform_(-0.5, 0.5)
             else:
-                z = mean + torch.round(qm - mean)
-            with torch.autocast(device_type=z.device.type, enabled=False):
-                rates.append(-gaussian_log_likelihood(z, mean, log_sigma).sum(dim=(1, 2, 3)))
-            return latent.fuse(h, z, emb)
+                residual = torch.round(residual)
+            with torch.autocast(device_type=residual.device.type, enabled=False):
+                rates.append(-gaussian_log_likelihood(residual, log_scale).sum(dim=(1, 2, 3)))
+            return latent.fuse(h, mean + residual * torch.exp(log_step), emb)
 
         grid = (im.shape[2] // PAD_MULTIPLE, im.shape[3] // PAD_MULTIPLE)
-        h = self.top_down(emb, grid, visit)
-        return self.synthesis(h, emb), rates
+        return self.top_down(emb, grid, visit), emb, rates
 
     # -- coding (batch size 1, float32; see bgcodec.codec for devices) ---------------
 
     @torch.no_grad()
-    def analyse(self, im: torch.Tensor, emb: torch.Tensor) -> list[torch.Tensor]:
+    def analyse(self, im: torch.Tensor, lmbda: torch.Tensor) -> list[torch.Tensor]:
         """Bottom-up pass: the encoder taps (coarse first). May run on any device."""
-        return self.encoder(self.preprocess(im), emb)
+        return self.encoder(self.preprocess(im), self.condition(lmbda)[0])
+
+    def synthesize(self, h: torch.Tensor, lmbda: torch.Tensor, kind: str = "full") -> torch.Tensor:
+        """Synthesis input (from encode_latents or decode_latents) → image in [-1, 1]."""
+        synthesis = self.synthesis if kind == "full" else self.shallow_synthesis
+        return synthesis(h, self.condition(lmbda)[0])
 
     @torch.no_grad()
-    def encode_latents(self, taps: list[torch.Tensor], emb: torch.Tensor, depth: int | None = None):
+    def encode_latents(self, taps: list[torch.Tensor], lmbda: torch.Tensor, depth: int | None = None,
+                       posterior_means: list[torch.Tensor] | None = None):
         """Quantise the latents through the probability path the decoder runs.
 
         Latents past ``depth`` (default: all) are not transmitted: their residuals are 0,
-        so they take their prior means, as in the decoder.
+        so they take their prior means, as in the decoder. ``posterior_means`` replaces the
+        encoder's (amortised) posterior means, e.g. by iteratively optimised ones.
         Returns the integer residuals and the scale-table indices of each latent (as numpy
         arrays) and the top-down feature after the last latent (the synthesis input).
         """
         depth = self.cfg.num_latents if depth is None else depth
+        emb, log_ratio = self.condition(lmbda)
         symbols, indices = [], []
 
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
-            h, mean, log_sigma = latent.prior_params(h, emb)
+            log_step = latent.log_step(log_ratio)
+            h, mean, log_scale = latent.prior_params(h, emb, log_step)
             if len(symbols) < depth:
-                k = torch.round(latent.posterior_mean(h, taps[stage], emb) - mean)
+                qm = (latent.posterior_mean(h, taps[stage], emb) if posterior_means is None
+                      else posterior_means[len(symbols)])
+                k = torch.round((qm - mean) * torch.exp(-log_step))
             else:
                 k = torch.zeros_like(mean)
             symbols.append(k.numpy().astype(np.int64))
-            indices.append(scale_indices(torch.exp(log_sigma).numpy()))
-            return latent.fuse(h, mean + k, emb)
+            indices.append(scale_indices(torch.exp(log_scale).numpy()))
+            return latent.fuse(h, mean + k * torch.exp(log_step), emb)
 
         grid = tuple(taps[0].shape[2:])
         h = self.top_down(emb, grid, visit)
         return symbols, indices, h
 
     @torch.no_grad()
-    def decode_latents(self, emb: torch.Tensor, grid: tuple[int, int],
+    def decode_latents(self, lmbda: torch.Tensor, grid: tuple[int, int],
                        read_symbols: Callable[[int, np.ndarray], np.ndarray | None]):
         """Rebuild the latents from their residuals.
 
@@ -353,14 +423,16 @@ class BGVAE(nn.Module):
         None for a latent that is not in the file (it then takes its prior mean).
         Returns the scale indices of every latent and the synthesis input.
         """
+        emb, log_ratio = self.condition(lmbda)
         indices = []
 
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
-            h, mean, log_sigma = latent.prior_params(h, emb)
-            idx = scale_indices(torch.exp(log_sigma).numpy())
+            log_step = latent.log_step(log_ratio)
+            h, mean, log_scale = latent.prior_params(h, emb, log_step)
+            idx = scale_indices(torch.exp(log_scale).numpy())
             symbols = read_symbols(len(indices), idx)
             indices.append(idx)
-            z = mean if symbols is None else mean + torch.from_numpy(symbols.astype(np.float32))
+            z = mean if symbols is None else mean + torch.from_numpy(symbols.astype(np.float32)) * torch.exp(log_step)
             return latent.fuse(h, z, emb)
 
         h = self.top_down(emb, grid, visit)

@@ -30,7 +30,7 @@ from . import system
 from .codec import Codec
 from .data import CropSampler, find_images, load_training_image
 from .model import BGVAE, CONFIGS
-from .weights import dense_cpu, in_memory, load_model, save_model
+from .weights import dense_cpu, in_memory, read_weights, save_model
 
 LOG2E = math.log2(math.e)
 
@@ -54,6 +54,8 @@ class TrainOptions:
     bf16: bool = False
     resume: bool = False
     init: str | None = None
+    shallow_only: bool = False
+    """Train only the shallow synthesis, on the quantised latents of the frozen model."""
     log_every: int = 50
     checkpoint_minutes: float = 5.0
     val_dir: str | None = None
@@ -68,9 +70,13 @@ def sample_lambdas(n: int, lo: float, hi: float, generator: torch.Generator) -> 
     return (lo ** (1 / 3) + u * (hi ** (1 / 3) - lo ** (1 / 3))) ** 3
 
 
-def rate_distortion(model: torch.nn.Module, im: torch.Tensor, lmbda: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The variable-rate objective: nats per sub-pixel + λ·MSE on the [-1, 1] scale, batch mean."""
-    out, rates = model(im, lmbda)
+def rate_distortion(model: torch.nn.Module, im: torch.Tensor, lmbda: torch.Tensor,
+                    shallow: bool = False) -> dict[str, torch.Tensor]:
+    """The variable-rate objective: nats per sub-pixel + λ·MSE on the [-1, 1] scale, batch mean.
+
+    With ``shallow`` the reconstruction comes from the shallow synthesis, fed the quantised
+    latents it will see when decoding."""
+    out, rates = model(im, lmbda, noisy=False, synthesis="shallow") if shallow else model(im, lmbda)
     num_dims = 3 * im.shape[2] * im.shape[3]
     rate = torch.stack(rates).sum(0) / num_dims
     mse = (out.float() - (2 * im - 1)).pow(2).mean(dim=(1, 2, 3))
@@ -105,7 +111,7 @@ class EMA:
 
 def init_from(model: BGVAE, path: str) -> list[str]:
     """Copy every tensor whose name and shape match; return the names that did not."""
-    source = load_model(path).model.state_dict()
+    source, _ = read_weights(path)
     target = model.state_dict()
     matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
     model.load_state_dict(matched, strict=False)
@@ -168,7 +174,7 @@ def hardware_description() -> str:
 
 # -- validation with real bitstreams --------------------------------------------------------
 
-def validate(model: BGVAE, images: list[np.ndarray], lambdas_cli: list[float]) -> list[dict]:
+def validate(model: BGVAE, images: list[np.ndarray], lambdas_cli: list[float], synthesis: str = "full") -> list[dict]:
     """Encode and decode each image with the real coder; mean bpp (file sizes) and PSNR per λ."""
     cpu_model = copy.deepcopy(model).float().cpu().eval()
     codec = Codec(in_memory(cpu_model), torch.device("cpu"))
@@ -176,7 +182,7 @@ def validate(model: BGVAE, images: list[np.ndarray], lambdas_cli: list[float]) -
     for lmbda in lambdas_cli:
         bpp, psnr = [], []
         for image in images:
-            data = codec.encode(image, lmbda)
+            data = codec.encode(image, lmbda, synthesis=synthesis)
             decoded = codec.decode(data)
             mse = np.mean((decoded.astype(np.float64) - image) ** 2)
             bpp.append(8 * len(data) / (image.shape[0] * image.shape[1]))
@@ -236,8 +242,12 @@ def train(opts: TrainOptions, log=print) -> Path:
         missing = init_from(model, opts.init)
         log(f"init from {opts.init}: {len(missing)} tensors not matched" + (f": {', '.join(missing)}" if missing else ""))
     model = model.to(device, memory_format=torch.channels_last)
+    # Frozen parameters get no gradient, so DDP and the optimiser ignore them.
+    model.requires_grad_(not opts.shallow_only)
+    model.shallow_synthesis.requires_grad_(opts.shallow_only)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     ema = EMA(model, opts.ema_decay)
-    optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, fused=True)
+    optimizer = torch.optim.Adam(trainable, lr=opts.lr, fused=True)
     step, wall_before = 0, 0.0
     if opts.resume and checkpoint.exists():
         step, wall_before = load_checkpoint(checkpoint, model, ema, optimizer)
@@ -250,7 +260,8 @@ def train(opts: TrainOptions, log=print) -> Path:
     if rank == 0 and opts.val_dir:
         val_images = [load_training_image(p, False) for p in find_images([opts.val_dir])[:opts.val_images]]
     lo, hi = model.cfg.lmbda_range
-    log(f"training {opts.config} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params) on "
+    log(f"training {'the shallow synthesis of ' if opts.shallow_only else ''}{opts.config} "
+        f"({sum(p.numel() for p in trainable) / 1e6:.3f} M trainable params) on "
         f"{len(sampler.images)} images, {world}× {device_kind}, batch {opts.batch_size}×{opts.crop}², "
         f"steps {step}→{opts.steps}")
 
@@ -265,10 +276,10 @@ def train(opts: TrainOptions, log=print) -> Path:
         im = sampler.batch(opts.batch_size).to(device).contiguous(memory_format=torch.channels_last)
         lmbda = sample_lambdas(opts.batch_size, lo, hi, lmbda_gen).to(device)
         with torch.autocast(device_kind, dtype=torch.bfloat16, enabled=opts.bf16):
-            stats = rate_distortion(trained, im, lmbda)
+            stats = rate_distortion(trained, im, lmbda, opts.shallow_only)
         optimizer.zero_grad(set_to_none=True)
         stats["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, opts.grad_clip)
         if torch.isfinite(grad_norm):
             optimizer.step()
             ema.update(model, step)
@@ -285,7 +296,7 @@ def train(opts: TrainOptions, log=print) -> Path:
             log(" ".join(f"{k}={v}" for k, v in row.items()))
             window, window_start = [], time.time()
         if val_images and (step % opts.val_every == 0 or step == opts.steps):
-            for row in validate(ema.model, val_images, opts.val_lambdas):
+            for row in validate(ema.model, val_images, opts.val_lambdas, "shallow" if opts.shallow_only else "full"):
                 _append_csv(out / "val.csv", {"step": step, **row})
                 log(f"val step={step} lambda={row['lambda']} bpp={row['bpp']:.4f} psnr={row['psnr']:.3f}")
         if time.time() - last_save > 60 * opts.checkpoint_minutes:

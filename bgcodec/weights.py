@@ -100,26 +100,35 @@ def _random_model(spec: str) -> LoadedModel:
     return in_memory(model, {"config_name": parts[1], "seed": str(seed)})
 
 
-def _load_file(path: str) -> LoadedModel:
+def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the metadata of a safetensors file, without building a model."""
     if not os.path.isfile(path):
         raise WeightsError(f"{path}: weights file not found")
     try:
         with safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
-            state = {name: f.get_tensor(name) for name in f.keys()}
+            return {name: f.get_tensor(name) for name in f.keys()}, f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path}: not a safetensors weights file ({e})") from None
+
+
+def _load_file(path: str) -> LoadedModel:
+    state, metadata = read_weights(path)
     try:
         cfg = BGVAEConfig.from_dict(json.loads(metadata["config"]))
         lambda_range = tuple(float(v) for v in json.loads(metadata["lambda_range"]))
     except (KeyError, ValueError, TypeError) as e:
         raise WeightsError(f"{path}: weights metadata lacks a valid config or lambda_range ({e})") from None
     model = BGVAE(cfg)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise WeightsError(f"{path}: weights do not fit the config they declare ({first})") from None
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    mismatched = sorted(k for k in set(expected) & set(state) if state[k].shape != expected[k])
+    unexpected = sorted(set(state) - set(expected))
+    if missing or mismatched or unexpected:
+        problems = [f"{len(names)} {what} (e.g. {names[0]})" for what, names in
+                    (("missing", missing), ("of another shape", mismatched), ("unknown", unexpected)) if names]
+        raise WeightsError(f"{path}: weights do not fit this bgcodec's model: tensors {', '.join(problems)}; "
+                           "made by another bgcodec version?")
+    model.load_state_dict(state, strict=True)
     return LoadedModel(model.eval(), model_identity(state), (lambda_range[0], lambda_range[1]), metadata)
 
 

@@ -208,6 +208,20 @@ def test_round_trip_with_explicit_outputs(runner, tmp_path, lam):
     assert listing(tmp_path) == {"img.png", "img.bgv", "back.png"}
 
 
+def test_shallow_synthesis_and_effort(runner, tmp_path, lam):
+    src = write_png(tmp_path / "img.png", 40, 48)
+    result = run(runner, "encode", src, "-l", lam, "--synthesis", "shallow", "-e", "1", "-o", tmp_path / "img.bgv")
+    assert result.exit_code == 0, result.stderr
+    result = run(runner, "info", "--json", tmp_path / "img.bgv")
+    assert json.loads(result.stdout)["synthesis"] == "shallow"
+    for synthesis in ("file", "full", "shallow"):
+        result = run(runner, "decode", tmp_path / "img.bgv", "--synthesis", synthesis, "-o", tmp_path / f"{synthesis}.png")
+        assert result.exit_code == 0, result.stderr
+    pixels = {name: np.asarray(Image.open(tmp_path / f"{name}.png")) for name in ("file", "full", "shallow")}
+    assert np.array_equal(pixels["file"], pixels["shallow"])
+    assert not np.array_equal(pixels["full"], pixels["shallow"])
+
+
 def test_default_output_names_and_quality(runner, tmp_path, codec):
     src = write_png(tmp_path / "photo.png")
     result = run(runner, "encode", src)  # quality 75 by default

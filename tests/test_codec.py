@@ -87,8 +87,8 @@ def test_decoded_symbols_equal_encoded(lively, kind, h, w):
     model = lively.model
     lmbda_model = lively.check_lambda(LMBDA)
     assert header.lmbda == lmbda_model
-    emb = model.embed(torch.tensor([lmbda_model]))
-    symbols, indices, _ = model.encode_latents(model.analyse(image_to_tensor(image), emb), emb)
+    lm = torch.tensor([lmbda_model])
+    symbols, indices, _ = model.encode_latents(model.analyse(image_to_tensor(image), lm), lm)
     assert header.index_checksum == entropy.indices_checksum(indices)
     nonzero = 0
     for i, (stream, sym, idx) in enumerate(zip(streams, symbols, indices)):
@@ -103,8 +103,8 @@ def test_large_residuals_use_escape_coding():
     image = random_image(64, 64, seed=9)
     data, recon = wild.encode(image, LMBDA, return_reconstruction=True)
     model = wild.model
-    emb = model.embed(torch.tensor([wild.check_lambda(LMBDA)]))
-    symbols, _, _ = model.encode_latents(model.analyse(image_to_tensor(image), emb), emb)
+    lm = torch.tensor([wild.check_lambda(LMBDA)])
+    symbols, _, _ = model.encode_latents(model.analyse(image_to_tensor(image), lm), lm)
     assert max(np.abs(s).max() for s in symbols) >= entropy.SUPPORT_RADIUS
     assert np.array_equal(wild.decode(data), recon)
 
@@ -172,11 +172,26 @@ def test_lambda_at_range_ends(lively, end):
 
 
 def test_lambda_changes_rate(lively):
-    image = random_image(64, 64, seed=3)
+    image = smooth_image(64, 64, seed=3)
     lo, hi = lively.lambda_range
-    small = lively.encode(image, lo)
-    large = lively.encode(image, hi)
-    assert small != large
+    mid = (lo * hi) ** 0.5
+    sizes = [len(lively.encode(image, lmbda)) for lmbda in (lo, mid, hi)]
+    # Even untrained, the quantisation step Δ ∝ λ^-½ makes the rate follow λ.
+    assert sizes[0] < sizes[1] < sizes[2], sizes
+
+
+def test_shallow_files_decode_with_either_synthesis(lively):
+    image = smooth_image(48, 80, seed=6)
+    data, recon = lively.encode(image, LMBDA, synthesis="shallow", return_reconstruction=True)
+    assert container.unpack(data)[0].synthesis == "shallow"
+    assert np.array_equal(lively.decode(data), recon)
+    assert np.array_equal(lively.decode(data, synthesis="shallow"), recon)
+    full = lively.decode(data, synthesis="full")
+    assert full.shape == recon.shape and not np.array_equal(full, recon)
+    # The latents do not depend on the synthesis the file targets (without --effort).
+    assert container.unpack(lively.encode(image, LMBDA))[1] == container.unpack(data)[1]
+    with pytest.raises(BgcodecError, match="synthesis"):
+        lively.decode(data, synthesis="deep")
 
 
 # -- corruption --------------------------------------------------------------------------------------

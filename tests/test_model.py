@@ -10,6 +10,7 @@ import torch
 from bgcodec.model import (
     BGVAE,
     CONFIGS,
+    SHALLOW_SYNTHESES,
     BGVAEConfig,
     count_parameters,
     gaussian_log_likelihood,
@@ -111,7 +112,9 @@ def test_gradients_reach_every_parameter():
     mse = (out - (2 * x - 1)).pow(2).mean(dim=(1, 2, 3))
     loss = (sum(rates) / (3 * x.shape[2] * x.shape[3]) + lm * mse).mean()
     loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    # The shallow synthesis has its own training stage (train --shallow-only).
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and p.grad is None and not n.startswith("shallow_synthesis.")]
     assert missing == [], f"no gradient for {missing}"
     nonfinite = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
     assert nonfinite == []
@@ -168,7 +171,7 @@ CASES = [
 
 @pytest.mark.parametrize("z,mean,log_sigma", CASES)
 def test_gaussian_log_likelihood_matches_reference(z, mean, log_sigma):
-    got = gaussian_log_likelihood(torch.tensor([z]), torch.tensor([mean]), torch.tensor([log_sigma]))
+    got = gaussian_log_likelihood(torch.tensor([z]) - torch.tensor([mean]), torch.tensor([log_sigma]))
     assert got.dtype == torch.float32
     ref = _ref_log_likelihood(float(np.float32(z)), float(np.float32(mean)), float(np.float32(log_sigma)))
     assert torch.isfinite(got).all()
@@ -181,7 +184,7 @@ def test_gaussian_log_likelihood_monotone_in_distance(log_sigma):
     v = torch.cat([torch.linspace(0, 20, 2001), torch.logspace(1.31, 6, 200)])
     mean = torch.full_like(v, 0.25)
     for sign in (1.0, -1.0):
-        ll = gaussian_log_likelihood(mean + sign * v, mean, torch.full_like(v, log_sigma))
+        ll = gaussian_log_likelihood((mean + sign * v) - mean, torch.full_like(v, log_sigma))
         assert torch.isfinite(ll).all()
         # Near the mode of a wide prior, P = Φ(a) − Φ(b) is a float32 difference of two
         # numbers near ½: allow its rounding noise (a few 1e-6 relative), nothing more.
@@ -192,7 +195,7 @@ def test_gaussian_log_likelihood_monotone_in_distance(log_sigma):
 
 def test_gaussian_log_likelihood_accepts_other_dtypes():
     z = torch.tensor([0.0, 1.0, 50.0], dtype=torch.float64)
-    out = gaussian_log_likelihood(z, torch.zeros(3, dtype=torch.float16), torch.zeros(3, dtype=torch.bfloat16))
+    out = gaussian_log_likelihood(z, torch.zeros(3, dtype=torch.bfloat16))
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
 
@@ -225,19 +228,47 @@ def test_model_rejects_wrong_stage_count():
         BGVAE(BGVAEConfig(latents_per_stage=(1, 2, 3)))
 
 
+def test_quantisation_step_follows_lambda_to_the_minus_half_at_init():
+    model = BGVAE(CONFIGS["tiny"])
+    latent = model.stages[2].latents[1]
+    lo, hi = model.cfg.lmbda_range
+    lmbdas = torch.tensor([lo, (lo * hi) ** 0.5, hi])
+    _, log_ratio = model.condition(lmbdas)
+    steps = torch.exp(latent.log_step(log_ratio))[:, 0, 0, 0]
+    torch.testing.assert_close(steps, (lmbdas / (lo * hi) ** 0.5) ** -0.5)
+
+
+@pytest.mark.parametrize("kind", sorted(SHALLOW_SYNTHESES))
+def test_shallow_syntheses_produce_the_image_size(kind):
+    import dataclasses
+
+    model = BGVAE(dataclasses.replace(CONFIGS["tiny"], shallow_synthesis=kind))
+    out, rates = model(_image(2, 64, 128), _lmbda(LMBDA, LMBDA), noisy=False, synthesis="shallow")
+    assert out.shape == (2, 3, 64, 128) and len(rates) == 9
+    h, emb, _ = model.latent_features(_image(1, 128, 64), _lmbda(LMBDA), noisy=False)
+    assert model.synthesize(h, _lmbda(LMBDA), "shallow").shape == (1, 3, 128, 64)
+
+
+def test_unknown_shallow_synthesis_is_rejected():
+    import dataclasses
+
+    with pytest.raises(ValueError, match="shallow_synthesis"):
+        BGVAE(dataclasses.replace(CONFIGS["tiny"], shallow_synthesis="deep"))
+
+
 # -- coding paths ----------------------------------------------------------------------------
 
 
 def _analyse(model, seed=0, h=64, w=128):
-    emb = model.embed(_lmbda(LMBDA))
-    return model.analyse(_image(1, h, w, seed), emb), emb
+    lm = _lmbda(LMBDA)
+    return model.analyse(_image(1, h, w, seed), lm), lm
 
 
 @pytest.mark.parametrize("depth", [1, 4, 8])
 def test_encode_latents_depth_zeroes_later_latents(tiny_lively, depth):
-    taps, emb = _analyse(tiny_lively)
-    symbols_full, indices_full, _ = tiny_lively.encode_latents(taps, emb)
-    symbols, indices, h = tiny_lively.encode_latents(taps, emb, depth)
+    taps, lm = _analyse(tiny_lively)
+    symbols_full, indices_full, _ = tiny_lively.encode_latents(taps, lm)
+    symbols, indices, h = tiny_lively.encode_latents(taps, lm, depth)
     assert len(symbols) == len(indices) == 9
     for i in range(depth):
         np.testing.assert_array_equal(symbols[i], symbols_full[i])
@@ -250,8 +281,8 @@ def test_encode_latents_depth_zeroes_later_latents(tiny_lively, depth):
 
 
 def test_encode_latents_shapes_and_dtypes(tiny_lively):
-    taps, emb = _analyse(tiny_lively)
-    symbols, indices, h = tiny_lively.encode_latents(taps, emb)
+    taps, lm = _analyse(tiny_lively)
+    symbols, indices, h = tiny_lively.encode_latents(taps, lm)
     cfg = tiny_lively.cfg
     strides = [64] + [32] * 2 + [16] * 3 + [8] * 3
     channels = [c for c, n in zip(cfg.latent_channels, cfg.latents_per_stage) for _ in range(n)]
@@ -264,8 +295,8 @@ def test_encode_latents_shapes_and_dtypes(tiny_lively):
 
 @pytest.mark.parametrize("depth", [None, 3])
 def test_decode_latents_reproduces_encoder(tiny_lively, depth):
-    taps, emb = _analyse(tiny_lively, seed=3)
-    symbols, indices, h_enc = tiny_lively.encode_latents(taps, emb, depth)
+    taps, lm = _analyse(tiny_lively, seed=3)
+    symbols, indices, h_enc = tiny_lively.encode_latents(taps, lm, depth)
     n = 9 if depth is None else depth
     calls = []
 
@@ -274,7 +305,7 @@ def test_decode_latents_reproduces_encoder(tiny_lively, depth):
         np.testing.assert_array_equal(idx, indices[i])
         return symbols[i].astype(np.int32) if i < n else None
 
-    dec_indices, h_dec = tiny_lively.decode_latents(emb, tuple(taps[0].shape[2:]), read_symbols)
+    dec_indices, h_dec = tiny_lively.decode_latents(lm, tuple(taps[0].shape[2:]), read_symbols)
     assert calls == list(range(9))
     assert len(dec_indices) == 9
     for a, b in zip(dec_indices, indices):
@@ -288,7 +319,6 @@ def test_forward_quantised_matches_coding_path(tiny_lively):
     lm = _lmbda(LMBDA)
     with torch.no_grad():
         out, _ = tiny_lively(x, lm, noisy=False)
-        emb = tiny_lively.embed(lm)
-        _, _, h = tiny_lively.encode_latents(tiny_lively.analyse(x, emb), emb)
-        out2 = tiny_lively.synthesis(h, emb)
+        _, _, h = tiny_lively.encode_latents(tiny_lively.analyse(x, lm), lm)
+        out2 = tiny_lively.synthesize(h, lm)
     torch.testing.assert_close(out, out2, atol=1e-5, rtol=1e-5)

@@ -122,6 +122,19 @@ def test_init_copies_matching_tensors_and_lists_the_rest(tmp_path):
     assert torch.equal(target.synthesis.blocks[0].mlp[0].weight, source.synthesis.blocks[0].mlp[0].weight)
 
 
+def test_shallow_only_trains_only_the_shallow_synthesis(image_dir, tmp_path):
+    from bgcodec.weights import load_model, save_model
+
+    torch.manual_seed(3)
+    start = tmp_path / "start.safetensors"
+    save_model(BGVAE(CONFIGS["tiny"]), start)
+    train(options(image_dir, tmp_path / "run", steps=3, init=str(start), shallow_only=True), log=lambda s: None)
+    before = load_model(str(start)).model.state_dict()
+    after = load_model(str(tmp_path / "run" / "ema.safetensors")).model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("shallow_synthesis.") for k in changed), sorted(changed)[:5]
+
+
 def test_two_process_ddp_on_cpu(image_dir, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
