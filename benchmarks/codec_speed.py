@@ -4,8 +4,9 @@ For each image: the model-only encode time (``Codec.encode``: bytes out, no file
 decode time (``Codec.decode``), each the median of ``--repeat`` runs after one warm-up,
 and the bit rate. Prints a Markdown table and a summary line.
 
-``--breakdown`` also splits the first image's times into analysis (bottom-up), the
-top-down probability path, entropy coding and synthesis. ``--cli`` also times whole
+Decoding is timed with the full and with the shallow synthesis. ``--breakdown`` also
+splits the first image's times into analysis (bottom-up), the top-down probability path,
+entropy coding and the parts of the full synthesis. ``--cli`` also times whole
 ``bgcodec encode`` / ``bgcodec decode`` processes (start-up, model loading, file I/O) on the
 first image. The codec always runs on one CPU thread (see bgcodec/codec.py).
 
@@ -109,10 +110,30 @@ def breakdown(codec: Codec, image: np.ndarray, lmbda: float, repeat: int) -> lis
         rows.append(("decode: entropy decoding (ANS)", t_coding))
         t, _ = median_time(lambda: entropy.indices_checksum(dec_indices), repeat)
         rows.append(("decode: index checksum", t))
-        t, out = median_time(lambda: model.synthesize(h_dec, lm), repeat)
-        rows.append(("decode: synthesis", t))
+        emb = model.condition(lm)[0]
+        full = model.synthesis
+        t, low = median_time(lambda: full.transition.block(h_dec, emb), repeat)
+        rows.append(("decode: full synthesis: stride-8 block", t))
+        t, high = median_time(lambda: full.transition.up(low), repeat)
+        rows.append(("decode: full synthesis: wavelet ×2 up", t))
+        if full.transition.attention is not None:
+            t, high = median_time(lambda: full.transition.attention(high, low), repeat)
+            rows.append(("decode: full synthesis: cross-attention at stride 4", t))
+
+        def stride4_blocks():
+            x = high
+            for block in full.blocks:
+                x = block(x, emb)
+            return x
+
+        t, x4 = median_time(stride4_blocks, repeat)
+        rows.append(("decode: full synthesis: stride-4 blocks", t))
+        t, out = median_time(lambda: full.head(x4), repeat)
+        rows.append(("decode: full synthesis: ×4 head", t))
         t, _ = median_time(lambda: tensor_to_image(out, height, width), repeat)
         rows.append(("decode: tensor → image", t))
+        t, _ = median_time(lambda: model.synthesize(h_dec, lm, "shallow"), repeat)
+        rows.append(("(instead of the full synthesis: shallow synthesis)", t))
     return rows
 
 
@@ -126,6 +147,8 @@ def print_cli_times(path: Path, weights: str | None, lmbda: float, repeat: int) 
                        "--force", "--quiet", *extra],
             "decode": [sys.executable, "-m", "bgcodec", "decode", str(bgv), "-o", str(png), "--force", "--quiet",
                        *extra],
+            "decode --synthesis shallow": [sys.executable, "-m", "bgcodec", "decode", str(bgv), "-o", str(png),
+                                           "--force", "--quiet", "--synthesis", "shallow", *extra],
         }
         print(f"\nwhole CLI process for {path.name}, median of {repeat} after 1 warm-up:\n")
         print("| command | s |")
@@ -159,24 +182,26 @@ def main(argv=None) -> int:
     weights_name = resolve(args.weights)
     print(f"weights: {weights_name} (model {codec.identity.hex()}), λ = {args.lmbda:g}, "
           f"median of {args.repeat} after 1 warm-up\n")
-    print("| image | size | bpp | encode s | decode s |")
-    print("|---|---|---:|---:|---:|")
+    print("| image | size | bpp | encode s | decode s (full) | decode s (shallow) |")
+    print("|---|---|---:|---:|---:|---:|")
     results = []
     for path in paths:
         image = load_rgb(path)
         h, w = image.shape[:2]
         t_enc, data = median_time(lambda: codec.encode(image, args.lmbda), args.repeat)
         t_dec, decoded = median_time(lambda: codec.decode(data, path.name), args.repeat)
+        t_shallow, _ = median_time(lambda: codec.decode(data, path.name, synthesis="shallow"), args.repeat)
         assert decoded.shape == image.shape
         bpp = 8 * len(data) / (h * w)
-        results.append((bpp, t_enc, t_dec))
-        print(f"| {path.name} | {w}×{h} | {bpp:.4f} | {t_enc:.3f} | {t_dec:.3f} |", flush=True)
+        results.append((bpp, t_enc, t_dec, t_shallow))
+        print(f"| {path.name} | {w}×{h} | {bpp:.4f} | {t_enc:.3f} | {t_dec:.3f} | {t_shallow:.3f} |", flush=True)
 
     mean = [statistics.fmean(col) for col in zip(*results)]
     load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     # On a machine shared with other jobs, OpenMP's busy-waiting thread pool can make the
     # default thread count many times slower; say how it was set.
-    print(f"\nmean over {len(results)} images: {mean[0]:.4f} bpp, encode {mean[1]:.3f} s, decode {mean[2]:.3f} s; "
+    print(f"\nmean over {len(results)} images: {mean[0]:.4f} bpp, encode {mean[1]:.3f} s, decode {mean[2]:.3f} s "
+          f"(shallow synthesis: {mean[3]:.3f} s); "
           f"1 thread on {cpu_model()} ({os.cpu_count()} logical CPUs{load}), torch {torch.__version__}")
     if args.cli:
         print_cli_times(paths[0], args.weights, args.lmbda, args.repeat)
@@ -194,8 +219,11 @@ def main(argv=None) -> int:
                 if name.startswith(side):
                     print(f"| {name} | {t:.4f} | {100 * t / total:.1f} % |")
             print(f"| **{side} total** | {total:.4f} | |")
-        emb_time = next(t for name, t in rows if name == "λ embedding")
-        print(f"\n(λ embedding: {emb_time * 1e3:.2f} ms, paid by both sides)")
+        for name, t in rows:
+            if name.startswith("("):
+                print(f"| {name} | {t:.4f} | |")
+        emb_time = next(t for name, t in rows if name.startswith("λ embedding"))
+        print(f"\n(λ embedding: {emb_time * 1e3:.2f} ms per call, included in the rows above)")
     return 0
 
 

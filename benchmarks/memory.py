@@ -16,8 +16,10 @@ Prints a Markdown table.
 
     python benchmarks/memory.py                       # 3840x2160, default weights
     python benchmarks/memory.py --width 1920 --height 1080 --weights random:tiny
+    python benchmarks/memory.py --width 1024 --height 1024 --effort 1   # SGA encoding
 
-The codec runs its CPU path on one thread (bgcodec.codec), so there is no thread option.
+The codec runs its CPU path on one thread (bgcodec.codec); SGA (--effort) uses torch's
+thread count.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def child(args: argparse.Namespace) -> None:
     result["peak_before_mib"] = peak_rss_mib()
     start = time.perf_counter()
     if args.child == "encode":
-        data = codec.encode(image, lmbda)
+        data = codec.encode(image, lmbda, effort=args.effort)
         Path(args.bgv).write_bytes(data)
         result["bytes"] = len(data)
     elif args.child == "decode":
@@ -97,7 +99,7 @@ def child(args: argparse.Namespace) -> None:
 def run_child(op: str, args: argparse.Namespace, bgv: str, image: str) -> dict:
     command = [sys.executable, __file__, "--child", op, "--bgv", bgv, "--image", image,
                "--width", str(args.width), "--height", str(args.height)]
-    for flag, value in (("--weights", args.weights), ("--lambda", args.lmbda)):
+    for flag, value in (("--weights", args.weights), ("--lambda", args.lmbda), ("--effort", args.effort)):
         if value is not None:
             command += [flag, str(value)]
     proc = subprocess.run(command, capture_output=True, text=True)
@@ -113,6 +115,7 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="weights spec (default: the shipped default)")
     parser.add_argument("--lambda", dest="lmbda", type=float, default=None,
                         help="λ (CLI convention; default: geometric middle of the weights' range)")
+    parser.add_argument("--effort", type=int, default=0, help="encoder effort (SGA), 0..3")
     parser.add_argument("--child", choices=["make-image", "setup", "encode", "decode"], help=argparse.SUPPRESS)
     parser.add_argument("--bgv", help=argparse.SUPPRESS)
     parser.add_argument("--image", help=argparse.SUPPRESS)
@@ -139,7 +142,7 @@ def main() -> None:
         added = r["peak_mib"] - r["peak_before_mib"]
         note = {
             "setup": "imports + weights + image",
-            "encode": f"{r.get('bytes', 0):,} bytes, {8 * r.get('bytes', 0) / pixels:.3f} bpp",
+            "encode": f"effort {args.effort}, {r.get('bytes', 0):,} bytes, {8 * r.get('bytes', 0) / pixels:.3f} bpp",
             "decode": "from the encode row's bytes",
         }[op]
         time_cell = "" if op == "setup" else f"{r['seconds']:.1f}"

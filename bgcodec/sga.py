@@ -21,6 +21,9 @@ from .model import BGVAE, LatentBlock, gaussian_log_likelihood
 
 # --effort level → SGA iterations. 0 is the plain (amortised) encoder.
 EFFORT_ITERATIONS = {0: 0, 1: 50, 2: 200, 3: 800}
+# Backpropagating through the top-down path and the synthesis keeps their activations:
+# about 1 GiB per megapixel with the `small` weights (benchmarks/memory.py --effort 1).
+MAX_PIXELS = 4 * 2**20
 LEARNING_RATE = 5e-3  # Adam, in units of the quantisation step (SGA's setting, where Δ = 1)
 EPS = 1e-5
 

@@ -73,3 +73,13 @@ def test_unknown_effort_is_an_error():
 
     with pytest.raises(BgcodecError, match="effort"):
         perturbed_codec().encode(random_image(8, 8), LMBDA, effort=7)
+
+
+def test_effort_refuses_images_over_the_memory_limit(monkeypatch):
+    from bgcodec.errors import BgcodecError
+
+    monkeypatch.setattr(sga, "MAX_PIXELS", 1000)
+    codec = perturbed_codec()
+    with pytest.raises(BgcodecError, match="limited to images of 1,000 pixels"):
+        codec.encode(random_image(40, 40), LMBDA, effort=1)
+    assert codec.encode(random_image(40, 40), LMBDA)  # effort 0 has no such limit
