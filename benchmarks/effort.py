@@ -91,7 +91,7 @@ def main(argv=None) -> int:
             print(f"{synthesis:7s} effort {effort} ({EFFORT_ITERATIONS[effort]:4d} it): {points}; "
                   f"encode {t:.2f} s/image", flush=True)
 
-    anchor = results.get(("full", 0))
+    anchor = results[("full", 0)][0] if ("full", 0) in results else None
     print("\n| synthesis | effort (iterations) | BD-rate vs full, effort 0 | encode s/image |")
     print("|---|---|---:|---:|")
     for (synthesis, effort), (curve, t) in results.items():

@@ -506,8 +506,9 @@ _max_pixels_option = click.option(
     default=0,
     show_default=True,
     help="Encoder effort: 0 = one pass; 1, 2, 3 = 50, 200, 800 iterations of SGA latent "
-    "optimisation (smaller files at the same quality, much slower encoding; the decoder is unchanged).  "
-    "Effort > 0 needs about 1 GiB of memory per megapixel and takes images up to 4 MP.",
+    "optimisation, which keeps a result only if it lowers the rate-distortion cost (much slower "
+    "encoding; the decoder is unchanged; with the shipped weights it has not found gains yet, see "
+    "docs/DESIGN.md).  Effort > 0 needs about 1 GiB of memory per megapixel and takes images up to 4 MP.",
 )
 @_max_pixels_option
 @click.pass_context

@@ -126,15 +126,15 @@ class Codec:
         lmbda_device = self._lambda_tensor(self.accelerated, lmbda_model)
         with single_threaded():
             taps = self.accelerated.analyse(x, lmbda_device)
-        means = None
+        residuals = None
         iterations = sga.EFFORT_ITERATIONS[effort]
-        if iterations:  # any thread count: the optimised means are the encoder's free choice
-            means = sga.optimise_latents(self.accelerated, x, taps, lmbda_device, iterations, synthesis,
-                                         height, width, progress and (lambda n: progress(n, iterations)))
-            means = [m.float().cpu() for m in means]
+        if iterations:  # any thread count: the optimised residuals are the encoder's free choice
+            residuals = sga.optimise_latents(self.accelerated, x, taps, lmbda_device, iterations, synthesis,
+                                             height, width, progress and (lambda n: progress(n, iterations)))
+            residuals = [r.float().cpu() for r in residuals]
         with single_threaded():
             symbols, indices, h = self.model.encode_latents(
-                [t.float().cpu() for t in taps], self._lambda_tensor(self.model, lmbda_model), depth, means)
+                [t.float().cpu() for t in taps], self._lambda_tensor(self.model, lmbda_model), depth, residuals)
             streams = [entropy.encode_symbols(s, i) for s, i in zip(symbols[:depth], indices[:depth])]
             header = container.Header(model_id=self.identity, lmbda=lmbda_model, height=height, width=width,
                                       synthesis=synthesis, index_checksum=entropy.indices_checksum(indices[:depth]))

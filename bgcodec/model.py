@@ -387,12 +387,13 @@ class BGVAE(nn.Module):
 
     @torch.no_grad()
     def encode_latents(self, taps: list[torch.Tensor], lmbda: torch.Tensor, depth: int | None = None,
-                       posterior_means: list[torch.Tensor] | None = None):
+                       residuals: list[torch.Tensor] | None = None):
         """Quantise the latents through the probability path the decoder runs.
 
         Latents past ``depth`` (default: all) are not transmitted: their residuals are 0,
-        so they take their prior means, as in the decoder. ``posterior_means`` replaces the
-        encoder's (amortised) posterior means, e.g. by iteratively optimised ones.
+        so they take their prior means, as in the decoder. ``residuals`` (continuous, in
+        quantisation steps) replace the encoder's ``(qm − pm)/Δ``, e.g. by iteratively
+        optimised ones; they are rounded here.
         Returns the integer residuals and the scale-table indices of each latent (as numpy
         arrays) and the top-down feature after the last latent (the synthesis input).
         """
@@ -404,9 +405,10 @@ class BGVAE(nn.Module):
             log_step = latent.log_step(log_ratio)
             h, mean, log_scale = latent.prior_params(h, emb, log_step)
             if len(symbols) < depth:
-                qm = (latent.posterior_mean(h, taps[stage], emb) if posterior_means is None
-                      else posterior_means[len(symbols)])
-                k = torch.round((qm - mean) * torch.exp(-log_step))
+                if residuals is None:
+                    k = torch.round((latent.posterior_mean(h, taps[stage], emb) - mean) * torch.exp(-log_step))
+                else:
+                    k = torch.round(residuals[len(symbols)])
             else:
                 k = torch.zeros_like(mean)
             symbols.append(k.numpy().astype(np.int64))
