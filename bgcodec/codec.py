@@ -67,6 +67,11 @@ def tensor_to_image(out: torch.Tensor, height: int, width: int) -> np.ndarray:
     return pixels.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
+def _check_synthesis(synthesis: str) -> None:
+    if synthesis not in container.SYNTHESIS_KINDS:
+        raise BgcodecError(f"synthesis must be one of {', '.join(container.SYNTHESIS_KINDS)}, got {synthesis!r}")
+
+
 class Codec:
     """A loaded model plus the devices it runs on. Reuse one instance for many images."""
 
@@ -114,8 +119,7 @@ class Codec:
         depth = num_latents if depth is None else depth
         if not 1 <= depth <= num_latents:
             raise BgcodecError(f"depth must be in 1..{num_latents}, got {depth}")
-        if synthesis not in container.SYNTHESIS_KINDS:
-            raise BgcodecError(f"synthesis must be one of {', '.join(container.SYNTHESIS_KINDS)}, got {synthesis!r}")
+        _check_synthesis(synthesis)
         if effort not in sga.EFFORT_ITERATIONS:
             raise BgcodecError(f"effort must be one of {sorted(sga.EFFORT_ITERATIONS)}, got {effort}")
         height, width = image.shape[:2]
@@ -151,8 +155,8 @@ class Codec:
         Files claiming more than ``max_pixels`` pixels are refused before any work.
         ``synthesis`` overrides the file's recorded synthesis ("full" or "shallow").
         """
-        if synthesis is not None and synthesis not in container.SYNTHESIS_KINDS:
-            raise BgcodecError(f"synthesis must be one of {', '.join(container.SYNTHESIS_KINDS)}, got {synthesis!r}")
+        if synthesis is not None:
+            _check_synthesis(synthesis)
         with single_threaded():
             return self._decode(data, name, max_pixels, synthesis)
 
