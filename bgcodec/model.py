@@ -149,8 +149,15 @@ class LatentBlock(nn.Module):
         merged = self.merge(torch.cat([self.post_feature(h, emb), self.post_tap(tap, emb)], dim=1))
         return self.posterior(self.post_merged(merged, emb))
 
-    def fuse(self, h: torch.Tensor, z: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return self.end(h + self.latent_proj(z), emb)
+    def residual(self, h: torch.Tensor, tap: torch.Tensor, emb: torch.Tensor, mean: torch.Tensor,
+                 log_step: torch.Tensor) -> torch.Tensor:
+        """The posterior mean's offset from the prior mean, in quantisation steps: (qm − pm)/Δ."""
+        return (self.posterior_mean(h, tap, emb) - mean) * torch.exp(-log_step)
+
+    def fuse(self, h: torch.Tensor, mean: torch.Tensor, residual: torch.Tensor, log_step: torch.Tensor,
+             emb: torch.Tensor) -> torch.Tensor:
+        """Feed the latent z = pm + Δ·residual back into the top-down feature."""
+        return self.end(h + self.latent_proj(mean + residual * torch.exp(log_step)), emb)
 
 
 def gaussian_log_likelihood(residual: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
@@ -349,7 +356,7 @@ class BGVAE(nn.Module):
         when coding.
         """
         h, emb, rates = self.latent_features(im, lmbda, self.training if noisy is None else noisy)
-        return (self.synthesis if synthesis == "full" else self.shallow_synthesis)(h, emb), rates
+        return self.synthesis_module(synthesis)(h, emb), rates
 
     def latent_features(self, im: torch.Tensor, lmbda: torch.Tensor, noisy: bool):
         """The top-down feature after the last latent (the synthesis input), the λ embedding
@@ -361,14 +368,14 @@ class BGVAE(nn.Module):
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
             log_step = latent.log_step(log_ratio)
             h, mean, log_scale = latent.prior_params(h, emb, log_step)
-            residual = (latent.posterior_mean(h, taps[stage], emb) - mean) * torch.exp(-log_step)
+            residual = latent.residual(h, taps[stage], emb, mean, log_step)
             if noisy:
                 residual = residual + torch.empty_like(residual).uniform_(-0.5, 0.5)
             else:
                 residual = torch.round(residual)
             with torch.autocast(device_type=residual.device.type, enabled=False):
                 rates.append(-gaussian_log_likelihood(residual, log_scale).sum(dim=(1, 2, 3)))
-            return latent.fuse(h, mean + residual * torch.exp(log_step), emb)
+            return latent.fuse(h, mean, residual, log_step, emb)
 
         grid = (im.shape[2] // PAD_MULTIPLE, im.shape[3] // PAD_MULTIPLE)
         return self.top_down(emb, grid, visit), emb, rates
@@ -382,8 +389,11 @@ class BGVAE(nn.Module):
 
     def synthesize(self, h: torch.Tensor, lmbda: torch.Tensor, kind: str = "full") -> torch.Tensor:
         """Synthesis input (from encode_latents or decode_latents) → image in [-1, 1]."""
-        synthesis = self.synthesis if kind == "full" else self.shallow_synthesis
-        return synthesis(h, self.condition(lmbda)[0])
+        return self.synthesis_module(kind)(h, self.condition(lmbda)[0])
+
+    def synthesis_module(self, kind: str) -> nn.Module:
+        """The full or the shallow synthesis (the kinds of bgcodec.container.SYNTHESIS_KINDS)."""
+        return self.synthesis if kind == "full" else self.shallow_synthesis
 
     @torch.no_grad()
     def encode_latents(self, taps: list[torch.Tensor], lmbda: torch.Tensor, depth: int | None = None,
@@ -406,14 +416,14 @@ class BGVAE(nn.Module):
             h, mean, log_scale = latent.prior_params(h, emb, log_step)
             if len(symbols) < depth:
                 if residuals is None:
-                    k = torch.round((latent.posterior_mean(h, taps[stage], emb) - mean) * torch.exp(-log_step))
+                    k = torch.round(latent.residual(h, taps[stage], emb, mean, log_step))
                 else:
                     k = torch.round(residuals[len(symbols)])
             else:
                 k = torch.zeros_like(mean)
             symbols.append(k.numpy().astype(np.int64))
             indices.append(scale_indices(torch.exp(log_scale).numpy()))
-            return latent.fuse(h, mean + k * torch.exp(log_step), emb)
+            return latent.fuse(h, mean, k, log_step, emb)
 
         grid = tuple(taps[0].shape[2:])
         h = self.top_down(emb, grid, visit)
@@ -437,8 +447,8 @@ class BGVAE(nn.Module):
             idx = scale_indices(torch.exp(log_scale).numpy())
             symbols = read_symbols(len(indices), idx)
             indices.append(idx)
-            z = mean if symbols is None else mean + torch.from_numpy(symbols.astype(np.float32)) * torch.exp(log_step)
-            return latent.fuse(h, z, emb)
+            k = torch.zeros_like(mean) if symbols is None else torch.from_numpy(symbols.astype(np.float32))
+            return latent.fuse(h, mean, k, log_step, emb)
 
         h = self.top_down(emb, grid, visit)
         return indices, h

@@ -58,9 +58,9 @@ def amortised_residuals(model: BGVAE, taps: list[torch.Tensor], lmbda: torch.Ten
     def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
         log_step = latent.log_step(log_ratio)
         h, mean, _ = latent.prior_params(h, emb, log_step)
-        residual = (latent.posterior_mean(h, taps[stage], emb) - mean) * torch.exp(-log_step)
+        residual = latent.residual(h, taps[stage], emb, mean, log_step)
         residuals.append(residual)
-        return latent.fuse(h, mean + torch.round(residual) * torch.exp(log_step), emb)
+        return latent.fuse(h, mean, torch.round(residual), log_step, emb)
 
     model.top_down(emb, tuple(taps[0].shape[2:]), visit)
     return residuals
@@ -128,7 +128,7 @@ def _cost(model: BGVAE, emb, log_ratio, residuals, grid, synthesis, target, lmbd
         w = residuals[len(rate)]
         residual = torch.round(w) if tau is None else relaxed_round(w, tau, generator)
         rate.append(-gaussian_log_likelihood(residual, log_scale).sum())
-        return latent.fuse(h, mean + residual * torch.exp(log_step), emb)
+        return latent.fuse(h, mean, residual, log_step, emb)
 
     h = model.top_down(emb, grid, visit)
     out = model.synthesize(h, lmbda, synthesis)[:, :, :target.shape[2], :target.shape[3]]

@@ -30,7 +30,7 @@ from . import system
 from .codec import Codec
 from .data import CropSampler, find_images, load_training_image
 from .model import BGVAE, CONFIGS
-from .weights import dense_cpu, in_memory, read_weights, save_model
+from .weights import dense_cpu, in_memory, read_weights, save_model, state_differences
 
 LOG2E = math.log2(math.e)
 
@@ -112,10 +112,10 @@ class EMA:
 def init_from(model: BGVAE, path: str) -> list[str]:
     """Copy every tensor whose name and shape match; return the names that did not."""
     source, _ = read_weights(path)
-    target = model.state_dict()
-    matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
-    model.load_state_dict(matched, strict=False)
-    return sorted(set(target) - set(matched)) + sorted(f"{k} (unused)" for k in set(source) - set(target))
+    missing, mismatched, unused = state_differences(model.state_dict(), source)
+    skipped = set(mismatched) | set(unused)
+    model.load_state_dict({k: v for k, v in source.items() if k not in skipped}, strict=False)
+    return sorted(missing + mismatched) + [f"{k} (unused)" for k in unused]
 
 
 # -- checkpoints (safetensors: tensors, with the rest as JSON metadata) -------------------

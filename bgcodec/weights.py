@@ -111,6 +111,15 @@ def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise WeightsError(f"{path}: not a safetensors weights file ({e})") from None
 
 
+def state_differences(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor]):
+    """Names in ``target`` missing from ``source``, present with another shape, and names
+    only ``source`` has; each sorted."""
+    missing = sorted(set(target) - set(source))
+    mismatched = sorted(k for k in set(target) & set(source) if source[k].shape != target[k].shape)
+    unexpected = sorted(set(source) - set(target))
+    return missing, mismatched, unexpected
+
+
 def _load_file(path: str) -> LoadedModel:
     state, metadata = read_weights(path)
     try:
@@ -119,10 +128,7 @@ def _load_file(path: str) -> LoadedModel:
     except (KeyError, ValueError, TypeError) as e:
         raise WeightsError(f"{path}: weights metadata lacks a valid config or lambda_range ({e})") from None
     model = BGVAE(cfg)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    mismatched = sorted(k for k in set(expected) & set(state) if state[k].shape != expected[k])
-    unexpected = sorted(set(state) - set(expected))
+    missing, mismatched, unexpected = state_differences(model.state_dict(), state)
     if missing or mismatched or unexpected:
         problems = [f"{len(names)} {what} (e.g. {names[0]})" for what, names in
                     (("missing", missing), ("of another shape", mismatched), ("unknown", unexpected)) if names]
