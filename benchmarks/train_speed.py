@@ -26,7 +26,7 @@ def step_times(config: str, batch: int, crop: int, steps: int, warmup: int) -> l
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
-        loss = rate_distortion(model, im, lmbda)["loss"]
+        loss = rate_distortion(*model(im, lmbda), im, lmbda)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -665,6 +665,8 @@ Examples:
   bgcodec train photos/ -o runs/small --config small --steps 100000
   bgcodec train photos/ -o runs/small --resume          # continue after a stop
   bgcodec train photos/ -o runs/ft --init weights/bgvae-small.safetensors
+  bgcodec train photos/ -o runs/bound --bound           # the bound model (teacher)
+  bgcodec train photos/ -o runs/guided --teacher runs/bound/ema.safetensors
   torchrun --nproc-per-node 4 -m bgcodec train photos/ -o runs/paper --config paper
 
 \b
@@ -702,6 +704,14 @@ checkpoint before exiting.
 @click.option("--shallow-only", is_flag=True,
               help="Train only the shallow synthesis, against the frozen model from --init (run it after "
               "the main training; the main training leaves the shallow synthesis untouched).")
+@click.option("--bound", is_flag=True,
+              help="Train the rate-distortion bound model (the teacher of --teacher) instead of the codec.")
+@click.option("--teacher", metavar="BOUND_WEIGHTS", default=None,
+              help="Guide the codec by this frozen bound model (feature affinities and reconstruction).")
+@click.option("--feature-weight", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Weight of the feature-affinity guidance loss (with --teacher).")
+@click.option("--reconstruction-weight", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Weight of the teacher-reconstruction loss (with --teacher).")
 def train(data, out, **options):
     """Train BG-VAE (variable rate) on folders of PNG/JPEG images (recursive).
 
@@ -709,7 +719,68 @@ def train(data, out, **options):
     """
     from bgcodec.training import TrainOptions, train as run_training
 
-    run_training(TrainOptions(data=list(data), out=out, **options), log=lambda line: click.echo(line, err=True))
+    try:
+        run_training(TrainOptions(data=list(data), out=out, **options), log=lambda line: click.echo(line, err=True))
+    except BgcodecError as exc:
+        raise click.ClickException(one_line(exc)) from None
+
+
+BOUND_EPILOG = """\b
+Examples:
+  bgcodec bound runs/bound/ema.safetensors /data/kodak
+  bgcodec bound runs/bound/ema.safetensors /data/kodak --limit 4 --no-codec
+  bgcodec bound runs/bound/ema.safetensors /data/kodak -o docs/results/bound
+
+\b
+The bound model (bgcodec train --bound) has Gaussian latents and the KL as its
+rate: no real coder reaches it, and it estimates an upper bound of the
+information rate-distortion function of the images.  Its bpp is the KL in bits
+per pixel and its PSNR that of its reconstruction from one posterior sample.
+The codec's curve comes from real .bgv files at the same lambdas.  With --out
+the table goes to bound.md and the plot (matplotlib) to rd_bound.png.
+"""
+
+
+@cli.command(epilog=BOUND_EPILOG, short_help="The rate-distortion bound on a folder, next to the codec.")
+@click.argument("bound_weights", type=click.Path(exists=True, dir_okay=False), metavar="BOUND_WEIGHTS")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False), metavar="DIR")
+@click.option("--weights", metavar="PATH", default=None, help="The codec's weights (default: the shipped ones).")
+@click.option("--lambdas", metavar="L1,L2,...", default=None,
+              help="Lambdas (CompressAI convention), comma-separated.  Default: 8 values log-spaced over "
+              "the codec's range.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Only the first N images.")
+@click.option("--no-codec", is_flag=True, help="Only the bound (skip the codec's real curve).")
+@click.option("-o", "--out", metavar="DIR", default=None, help="Also write bound.md and rd_bound.png here.")
+def bound(bound_weights, dataset, weights, lambdas, limit, no_codec, out):
+    """Estimate the rate-distortion bound of the images in DIR with a bound model, next to
+    the codec's real rate-distortion curve, and the gap between them in dB."""
+    from bgcodec.curves import bound_curve, bound_table, codec_curve, plot_bound
+    from bgcodec.evaluation import dataset_name, default_lambdas, list_images
+    from bgcodec.imageio import load_image
+    from bgcodec.weights import cli_lambda_range, load_bound_model, load_model
+
+    try:
+        teacher = load_bound_model(bound_weights)
+        codec = None if no_codec else load_model(weights)
+        images = [load_image(str(p), drop_alpha=True)[0] for p in list_images(dataset, limit)]
+        values = ([float(v) for v in _comma_list(lambdas)] if lambdas else
+                  default_lambdas(codec.lambda_range if codec else cli_lambda_range(teacher.cfg)))
+        with click.progressbar(length=len(images) * len(values) * (1 if no_codec else 2), label="measuring",
+                               file=sys.stderr) as bar:
+            bound_rows = bound_curve(teacher, images, values, progress=lambda: bar.update(1))
+            codec_rows = None if no_codec else codec_curve(codec.model, images, values,
+                                                           progress=lambda: bar.update(1))
+    except (BgcodecError, ValueError) as exc:
+        raise click.ClickException(one_line(exc)) from None
+    table = bound_table(bound_rows, codec_rows)
+    click.echo(table)
+    if out:
+        os.makedirs(out, exist_ok=True)
+        title = f"{dataset_name(dataset)} ({len(images)} images): bound {os.path.basename(bound_weights)}"
+        with open(os.path.join(out, "bound.md"), "w") as f:
+            f.write(f"# {title}\n\n{table}\n")
+        if not plot_bound(bound_rows, codec_rows, os.path.join(out, "rd_bound.png"), title):
+            click.echo("bgcodec: note: rd_bound.png skipped: matplotlib is not installed", err=True)
 
 
 EVAL_CODECS = ("jpeg", "jpeg444", "webp", "avif", "jxl", "jpeg2000")  # = bgcodec.classic_codecs.CLASSIC_CODECS

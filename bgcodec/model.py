@@ -90,6 +90,7 @@ CONFIGS: dict[str, BGVAEConfig] = {
         latent_channels=(16, 16, 32, 8),
         stride4_depth=1,
         cross_attention=(True, True, False, False),
+        lmbda_range=(4.0, 2048.0),
     ),
     # Smallest config that still exercises every code path; for tests.
     "tiny": BGVAEConfig(
@@ -145,14 +146,15 @@ class LatentBlock(nn.Module):
         log_scale = F.softplus(raw - log_step - LOG_SIGMA_FLOOR) + LOG_SIGMA_FLOOR
         return h, mean, log_scale
 
-    def posterior_mean(self, h: torch.Tensor, tap: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def posterior_branch(self, h: torch.Tensor, tap: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The posterior conv's output: here the posterior mean qm."""
         merged = self.merge(torch.cat([self.post_feature(h, emb), self.post_tap(tap, emb)], dim=1))
         return self.posterior(self.post_merged(merged, emb))
 
     def residual(self, h: torch.Tensor, tap: torch.Tensor, emb: torch.Tensor, mean: torch.Tensor,
                  log_step: torch.Tensor) -> torch.Tensor:
         """The posterior mean's offset from the prior mean, in quantisation steps: (qm − pm)/Δ."""
-        return (self.posterior_mean(h, tap, emb) - mean) * torch.exp(-log_step)
+        return (self.posterior_branch(h, tap, emb) - mean) * torch.exp(-log_step)
 
     def fuse(self, h: torch.Tensor, mean: torch.Tensor, residual: torch.Tensor, log_step: torch.Tensor,
              emb: torch.Tensor) -> torch.Tensor:
@@ -282,21 +284,27 @@ SHALLOW_SYNTHESES = {"jpeg-like": JpegLikeSynthesis, "two-layer": TwoLayerSynthe
 
 
 class TopDownStage(nn.Module):
-    def __init__(self, cfg: BGVAEConfig, i: int, tap_width: int):
+    def __init__(self, cfg: BGVAEConfig, i: int, tap_width: int, latent_block: type[nn.Module]):
         super().__init__()
         w, k, r = cfg.dec_widths[i], cfg.dec_kernels[i], cfg.dec_mlp_ratios[i]
         self.blocks = nn.ModuleList(BConvNeXt(w, k, r) for _ in range(cfg.dec_pre_blocks[i]))
         self.latents = nn.ModuleList(
-            LatentBlock(w, cfg.latent_channels[i], tap_width, k, r) for _ in range(cfg.latents_per_stage[i])
+            latent_block(w, cfg.latent_channels[i], tap_width, k, r) for _ in range(cfg.latents_per_stage[i])
         )
 
 
 # visit(stage index, latent block, top-down feature) -> feature after fusing the latent
-LatentVisitor = Callable[[int, LatentBlock, torch.Tensor], torch.Tensor]
+LatentVisitor = Callable[[int, nn.Module, torch.Tensor], torch.Tensor]
 
 
-class BGVAE(nn.Module):
-    def __init__(self, cfg: BGVAEConfig):
+class HierarchicalVAE(nn.Module):
+    """What BG-VAE and its bound model (bgcodec.bound) share: λ conditioning, the bottom-up
+    encoder, the top-down path with one kind of latent block, and the full synthesis."""
+
+    kind = "abstract"
+    """Recorded in weights files, so a file of one kind is not loaded as the other."""
+
+    def __init__(self, cfg: BGVAEConfig, latent_block: type[nn.Module]):
         super().__init__()
         if len(cfg.latents_per_stage) != 4 or len(cfg.dec_widths) != 5 or len(cfg.enc_widths) != 5:
             raise ValueError("BG-VAE has 5 encoder stages and 4 latent stages + a stride-4 stage")
@@ -305,18 +313,13 @@ class BGVAE(nn.Module):
         self.encoder = BottomUpEncoder(cfg)
         self.bias = nn.Parameter(torch.zeros(1, cfg.dec_widths[0], 1, 1))
         tap_widths = cfg.enc_widths[:0:-1]  # strides 64, 32, 16, 8
-        self.stages = nn.ModuleList(TopDownStage(cfg, i, tap_widths[i]) for i in range(4))
+        self.stages = nn.ModuleList(TopDownStage(cfg, i, tap_widths[i], latent_block) for i in range(4))
         self.transitions = nn.ModuleList(
             Transition(cfg.dec_widths[i], cfg.dec_widths[i + 1], cfg.dec_kernels[i], cfg.dec_mlp_ratios[i],
                        cfg.cross_attention[i])
             for i in range(3)
         )
         self.synthesis = FullSynthesis(cfg)
-        if cfg.shallow_synthesis not in SHALLOW_SYNTHESES:
-            raise ValueError(f"shallow_synthesis must be one of {sorted(SHALLOW_SYNTHESES)}")
-        self.shallow_synthesis = SHALLOW_SYNTHESES[cfg.shallow_synthesis](cfg)
-
-    # -- shared pieces --------------------------------------------------------------
 
     def condition(self, lmbda: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """λ (model convention), shape (B,) → the conditioning vector (B, 256) and ln(λ / λ_ref),
@@ -344,6 +347,18 @@ class BGVAE(nn.Module):
             if i < len(self.transitions):
                 h = self.transitions[i](h, emb)
         return h
+
+
+class BGVAE(HierarchicalVAE):
+    """The practical codec: quantised latents with discretised-Gaussian priors."""
+
+    kind = "bgvae"
+
+    def __init__(self, cfg: BGVAEConfig):
+        super().__init__(cfg, LatentBlock)
+        if cfg.shallow_synthesis not in SHALLOW_SYNTHESES:
+            raise ValueError(f"shallow_synthesis must be one of {sorted(SHALLOW_SYNTHESES)}")
+        self.shallow_synthesis = SHALLOW_SYNTHESES[cfg.shallow_synthesis](cfg)
 
     # -- training -------------------------------------------------------------------
 

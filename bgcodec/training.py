@@ -27,10 +27,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import system
-from .codec import Codec
+from .bound import BoundVAE
+from .curves import bound_curve, codec_curve
+from .errors import BgcodecError
 from .data import CropSampler, find_images, load_training_image
-from .model import BGVAE, CONFIGS
-from .weights import dense_cpu, in_memory, read_weights, save_model, state_differences
+from .guidance import GuidedStudent, guidance_loss, teacher_targets
+from .model import BGVAE, CONFIGS, HierarchicalVAE
+from .weights import dense_cpu, load_bound_model, read_weights, save_model, state_differences
 
 LOG2E = math.log2(math.e)
 
@@ -56,6 +59,12 @@ class TrainOptions:
     init: str | None = None
     shallow_only: bool = False
     """Train only the shallow synthesis, on the quantised latents of the frozen model."""
+    bound: bool = False
+    """Train the bound model (teacher) instead of the codec: Gaussian latents, KL rate, log-uniform λ."""
+    teacher: str | None = None
+    """A bound model's weights: guide the codec by it (bgcodec.guidance)."""
+    feature_weight: float = 1.0
+    reconstruction_weight: float = 1.0
     log_every: int = 50
     checkpoint_minutes: float = 5.0
     val_dir: str | None = None
@@ -64,19 +73,20 @@ class TrainOptions:
     val_lambdas: list[float] = field(default_factory=lambda: [0.0067, 0.0483, 0.2])
 
 
-def sample_lambdas(n: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
-    """λ uniform in cube-root space over [lo, hi] (QARV's variable-rate sampling), one per image."""
+def sample_lambdas(n: int, lo: float, hi: float, generator: torch.Generator,
+                   log_uniform: bool = False) -> torch.Tensor:
+    """λ over [lo, hi], one per image: uniform in cube-root space (QARV's variable-rate
+    sampling), or log-uniform (the bound model's)."""
     u = torch.rand(n, generator=generator)
+    if log_uniform:
+        return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
     return (lo ** (1 / 3) + u * (hi ** (1 / 3) - lo ** (1 / 3))) ** 3
 
 
-def rate_distortion(model: torch.nn.Module, im: torch.Tensor, lmbda: torch.Tensor,
-                    shallow: bool = False) -> dict[str, torch.Tensor]:
-    """The variable-rate objective: nats per sub-pixel + λ·MSE on the [-1, 1] scale, batch mean.
-
-    With ``shallow`` the reconstruction comes from the shallow synthesis, fed the quantised
-    latents it will see when decoding."""
-    out, rates = model(im, lmbda, noisy=False, synthesis="shallow") if shallow else model(im, lmbda)
+def rate_distortion(out: torch.Tensor, rates: list[torch.Tensor], im: torch.Tensor,
+                    lmbda: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The variable-rate objective from a model's output and per-latent rates (nats):
+    nats per sub-pixel + λ·MSE on the [-1, 1] scale, batch mean."""
     num_dims = 3 * im.shape[2] * im.shape[3]
     rate = torch.stack(rates).sum(0) / num_dims
     mse = (out.float() - (2 * im - 1)).pow(2).mean(dim=(1, 2, 3))
@@ -109,7 +119,7 @@ class EMA:
             e.lerp_(p.detach(), 1 - decay)
 
 
-def init_from(model: BGVAE, path: str) -> list[str]:
+def init_from(model: HierarchicalVAE, path: str) -> list[str]:
     """Copy every tensor whose name and shape match; return the names that did not."""
     source, _ = read_weights(path)
     missing, mismatched, unused = state_differences(model.state_dict(), source)
@@ -120,8 +130,9 @@ def init_from(model: BGVAE, path: str) -> list[str]:
 
 # -- checkpoints (safetensors: tensors, with the rest as JSON metadata) -------------------
 
-def save_checkpoint(path: Path, model: BGVAE, ema: EMA, optimizer: torch.optim.Optimizer, step: int,
+def save_checkpoint(path: Path, model: torch.nn.Module, ema: EMA, optimizer: torch.optim.Optimizer, step: int,
                     opts: TrainOptions, wall_s: float) -> None:
+    """``model`` is what is trained: the model, or a GuidedStudent (model and projectors)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema.model.state_dict().items()})
     opt_state = optimizer.state_dict()
@@ -135,7 +146,7 @@ def save_checkpoint(path: Path, model: BGVAE, ema: EMA, optimizer: torch.optim.O
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model: BGVAE, ema: EMA, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
+def load_checkpoint(path: Path, model: torch.nn.Module, ema: EMA, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
     """Restore a checkpoint; returns the step and the wall time spent so far."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
@@ -151,12 +162,14 @@ def load_checkpoint(path: Path, model: BGVAE, ema: EMA, optimizer: torch.optim.O
     return int(meta["step"]), float(meta.get("wall_seconds", 0))
 
 
-def export_weights(path: Path, model: BGVAE, step: int, opts: TrainOptions, wall_s: float) -> None:
+def export_weights(path: Path, model: HierarchicalVAE, step: int, opts: TrainOptions, wall_s: float) -> None:
     """Write inference weights with config, λ range and training provenance in the metadata."""
     provenance = {
         "steps": step, "batch_size": opts.batch_size, "crop": opts.crop, "lr": opts.lr,
         "data": [str(d) for d in opts.data], "downscale_jpeg": opts.downscale_jpeg,
-        "seed": opts.seed, "init": opts.init, "wall_seconds": round(wall_s),
+        "seed": opts.seed, "init": opts.init, "teacher": opts.teacher,
+        "guidance_weights": [opts.feature_weight, opts.reconstruction_weight] if opts.teacher else None,
+        "wall_seconds": round(wall_s),
         "hardware": hardware_description(), "torch": torch.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
@@ -170,25 +183,6 @@ def hardware_description() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
     return f"{torch.get_num_threads()} threads of {system.cpu_model()}"
-
-
-# -- validation with real bitstreams --------------------------------------------------------
-
-def validate(model: BGVAE, images: list[np.ndarray], lambdas_cli: list[float], synthesis: str = "full") -> list[dict]:
-    """Encode and decode each image with the real coder; mean bpp (file sizes) and PSNR per λ."""
-    cpu_model = copy.deepcopy(model).float().cpu().eval()
-    codec = Codec(in_memory(cpu_model), torch.device("cpu"))
-    rows = []
-    for lmbda in lambdas_cli:
-        bpp, psnr = [], []
-        for image in images:
-            data = codec.encode(image, lmbda, synthesis=synthesis)
-            decoded = codec.decode(data)
-            mse = np.mean((decoded.astype(np.float64) - image) ** 2)
-            bpp.append(8 * len(data) / (image.shape[0] * image.shape[1]))
-            psnr.append(10 * math.log10(255**2 / max(mse, 1e-10)))
-        rows.append({"lambda": lmbda, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))})
-    return rows
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -222,6 +216,7 @@ def _setup_distributed(device_kind: str) -> tuple[int, int]:
 
 def train(opts: TrainOptions, log=print) -> Path:
     """Run (or resume) training; returns the path of the exported EMA weights."""
+    check_options(opts)
     device_kind = "cuda" if opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available()) else "cpu"
     rank, world = _setup_distributed(device_kind)
     if device_kind == "cuda":
@@ -237,22 +232,26 @@ def train(opts: TrainOptions, log=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.safetensors"
 
-    model = BGVAE(CONFIGS[opts.config])
+    model = (BoundVAE if opts.bound else BGVAE)(CONFIGS[opts.config])
     if opts.init and not (opts.resume and checkpoint.exists()):
         missing = init_from(model, opts.init)
         log(f"init from {opts.init}: {len(missing)} tensors not matched" + (f": {', '.join(missing)}" if missing else ""))
     model = model.to(device, memory_format=torch.channels_last)
     # Frozen parameters get no gradient, so DDP and the optimiser ignore them.
     model.requires_grad_(not opts.shallow_only)
-    model.shallow_synthesis.requires_grad_(opts.shallow_only)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    if isinstance(model, BGVAE):
+        model.shallow_synthesis.requires_grad_(opts.shallow_only)
+    teacher = _load_teacher(opts, model, device) if opts.teacher else None
+    # What the optimiser trains: the model, or the model and its guidance projectors.
+    student = GuidedStudent(model).to(device, memory_format=torch.channels_last) if teacher else model
+    trainable = [p for p in student.parameters() if p.requires_grad]
     ema = EMA(model, opts.ema_decay)
     optimizer = torch.optim.Adam(trainable, lr=opts.lr, fused=True)
     step, wall_before = 0, 0.0
     if opts.resume and checkpoint.exists():
-        step, wall_before = load_checkpoint(checkpoint, model, ema, optimizer)
+        step, wall_before = load_checkpoint(checkpoint, student, ema, optimizer)
         log(f"resumed from {checkpoint} at step {step}")
-    trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    trained = torch.nn.parallel.DistributedDataParallel(student) if world > 1 else student
 
     sampler = CropSampler(opts.data, opts.crop, opts.downscale_jpeg, seed=opts.seed + step, rank=rank)
     lmbda_gen = torch.Generator().manual_seed(opts.seed * 1000 + rank + step)
@@ -260,8 +259,9 @@ def train(opts: TrainOptions, log=print) -> Path:
     if rank == 0 and opts.val_dir:
         val_images = [load_training_image(p, False) for p in find_images([opts.val_dir])[:opts.val_images]]
     lo, hi = model.cfg.lmbda_range
-    log(f"training {'the shallow synthesis of ' if opts.shallow_only else ''}{opts.config} "
-        f"({sum(p.numel() for p in trainable) / 1e6:.3f} M trainable params) on "
+    what = ("the bound model " if opts.bound else "the shallow synthesis of " if opts.shallow_only
+            else "the guided codec " if teacher else "")
+    log(f"training {what}{opts.config} ({sum(p.numel() for p in trainable) / 1e6:.3f} M trainable params) on "
         f"{len(sampler.images)} images, {world}× {device_kind}, batch {opts.batch_size}×{opts.crop}², "
         f"steps {step}→{opts.steps}")
 
@@ -274,9 +274,9 @@ def train(opts: TrainOptions, log=print) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = lr
         im = sampler.batch(opts.batch_size).to(device).contiguous(memory_format=torch.channels_last)
-        lmbda = sample_lambdas(opts.batch_size, lo, hi, lmbda_gen).to(device)
+        lmbda = sample_lambdas(opts.batch_size, lo, hi, lmbda_gen, log_uniform=opts.bound).to(device)
         with torch.autocast(device_kind, dtype=torch.bfloat16, enabled=opts.bf16):
-            stats = rate_distortion(trained, im, lmbda, opts.shallow_only)
+            stats = _objective(trained, teacher, im, lmbda, opts)
         optimizer.zero_grad(set_to_none=True)
         stats["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, opts.grad_clip)
@@ -296,20 +296,59 @@ def train(opts: TrainOptions, log=print) -> Path:
             log(" ".join(f"{k}={v}" for k, v in row.items()))
             window, window_start = [], time.time()
         if val_images and (step % opts.val_every == 0 or step == opts.steps):
-            for row in validate(ema.model, val_images, opts.val_lambdas, "shallow" if opts.shallow_only else "full"):
+            for row in _validate(ema.model, val_images, opts):
                 _append_csv(out / "val.csv", {"step": step, **row})
                 log(f"val step={step} lambda={row['lambda']} bpp={row['bpp']:.4f} psnr={row['psnr']:.3f}")
         if time.time() - last_save > 60 * opts.checkpoint_minutes:
-            _save(out, model, ema, optimizer, step, opts, time.time() - start)
+            _save(out, student, ema, optimizer, step, opts, time.time() - start)
             last_save = time.time()
     if rank == 0:
-        _save(out, model, ema, optimizer, step, opts, time.time() - start)
+        _save(out, student, ema, optimizer, step, opts, time.time() - start)
         log(f"saved step {step} to {out}" + (" (stopped by signal)" if stop.requested else ""))
     if world > 1:
         dist.destroy_process_group()
     return out / "ema.safetensors"
 
 
-def _save(out: Path, model, ema, optimizer, step, opts, wall_s) -> None:
-    save_checkpoint(out / "checkpoint.safetensors", model, ema, optimizer, step, opts, wall_s)
+def check_options(opts: TrainOptions) -> None:
+    """Reject combinations that have no meaning."""
+    if opts.bound and (opts.teacher or opts.shallow_only):
+        raise BgcodecError("--bound trains the teacher itself: it takes neither --teacher nor --shallow-only")
+    if opts.teacher and opts.shallow_only:
+        raise BgcodecError("--teacher guides the whole codec; --shallow-only trains only its shallow synthesis")
+
+
+def _load_teacher(opts: TrainOptions, model: HierarchicalVAE, device: torch.device) -> BoundVAE:
+    teacher = load_bound_model(opts.teacher)
+    if teacher.cfg != model.cfg:
+        raise BgcodecError(f"{opts.teacher}: the teacher's config differs from the student's ({opts.config}); "
+                         "train it with the same --config")
+    return teacher.to(device, memory_format=torch.channels_last).requires_grad_(False)
+
+
+def _objective(trained: torch.nn.Module, teacher: BoundVAE | None, im: torch.Tensor, lmbda: torch.Tensor,
+               opts: TrainOptions) -> dict[str, torch.Tensor]:
+    """The loss to minimise and the statistics to log, for every kind of run."""
+    if opts.shallow_only:
+        # The shallow synthesis sees the quantised latents it will see when decoding.
+        return rate_distortion(*trained(im, lmbda, noisy=False, synthesis="shallow"), im, lmbda)
+    if teacher is None:
+        return rate_distortion(*trained(im, lmbda), im, lmbda)
+    out, rates, features = trained(im, lmbda)
+    stats = rate_distortion(out, rates, im, lmbda)
+    feature_loss, reconstruction_loss = guidance_loss(teacher_targets(teacher, im, lmbda), out, features)
+    stats["loss"] = stats["loss"] + opts.feature_weight * feature_loss + opts.reconstruction_weight * reconstruction_loss
+    return {**stats, "feature_loss": feature_loss.detach(), "teacher_mse": reconstruction_loss.detach()}
+
+
+def _validate(model: HierarchicalVAE, images: list[np.ndarray], opts: TrainOptions) -> list[dict]:
+    """Mean bpp and PSNR per validation λ: real bitstreams for the codec, the KL estimate for
+    the bound model."""
+    if isinstance(model, BoundVAE):
+        return bound_curve(model, images, opts.val_lambdas)
+    return codec_curve(model, images, opts.val_lambdas, "shallow" if opts.shallow_only else "full")
+
+
+def _save(out: Path, trained, ema, optimizer, step, opts, wall_s) -> None:
+    save_checkpoint(out / "checkpoint.safetensors", trained, ema, optimizer, step, opts, wall_s)
     export_weights(out / "ema.safetensors", ema.model, step, opts, wall_s)

@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 
 from . import lambdas
 from .errors import WeightsError
-from .model import BGVAE, CONFIGS, BGVAEConfig
+from .bound import BoundVAE
+from .model import BGVAE, CONFIGS, BGVAEConfig, HierarchicalVAE
 
 DEFAULT_WEIGHTS = "bgvae-small.safetensors"
 """What the CLI loads without --weights. Becomes a file name in weights/ once trained weights ship."""
@@ -121,13 +122,32 @@ def state_differences(target: dict[str, torch.Tensor], source: dict[str, torch.T
 
 
 def _load_file(path: str) -> LoadedModel:
-    state, metadata = read_weights(path)
+    model, state, metadata = build_from_file(path, BGVAE)
     try:
-        cfg = BGVAEConfig.from_dict(json.loads(metadata["config"]))
         lambda_range = tuple(float(v) for v in json.loads(metadata["lambda_range"]))
     except (KeyError, ValueError, TypeError) as e:
-        raise WeightsError(f"{path}: weights metadata lacks a valid config or lambda_range ({e})") from None
-    model = BGVAE(cfg)
+        raise WeightsError(f"{path}: weights metadata lacks a valid lambda_range ({e})") from None
+    return LoadedModel(model.eval(), model_identity(state), (lambda_range[0], lambda_range[1]), metadata)
+
+
+def load_bound_model(path: str) -> BoundVAE:
+    """Load a bound model (teacher) written by ``bgcodec train --bound``."""
+    return build_from_file(path, BoundVAE)[0].eval()
+
+
+def build_from_file(path: str, model_class: type[HierarchicalVAE]):
+    """Build a model of ``model_class`` from a weights file; returns it, the tensors and the metadata."""
+    state, metadata = read_weights(path)
+    kind = metadata.get("model", BGVAE.kind)
+    if kind != model_class.kind:
+        raise WeightsError(f"{path}: holds a '{kind}' model, not a '{model_class.kind}' model "
+                           + ("(a bound model is a teacher for training; it cannot code images)"
+                              if kind == BoundVAE.kind else "(train one with 'bgcodec train --bound')"))
+    try:
+        cfg = BGVAEConfig.from_dict(json.loads(metadata["config"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise WeightsError(f"{path}: weights metadata lacks a valid config ({e})") from None
+    model = model_class(cfg)
     missing, mismatched, unexpected = state_differences(model.state_dict(), state)
     if missing or mismatched or unexpected:
         problems = [f"{len(names)} {what} (e.g. {names[0]})" for what, names in
@@ -135,10 +155,10 @@ def _load_file(path: str) -> LoadedModel:
         raise WeightsError(f"{path}: weights do not fit this bgcodec's model: tensors {', '.join(problems)}; "
                            "made by another bgcodec version?")
     model.load_state_dict(state, strict=True)
-    return LoadedModel(model.eval(), model_identity(state), (lambda_range[0], lambda_range[1]), metadata)
+    return model, state, metadata
 
 
-def save_model(model: BGVAE, path: str | os.PathLike, metadata: dict[str, str] | None = None,
+def save_model(model: HierarchicalVAE, path: str | os.PathLike, metadata: dict[str, str] | None = None,
                half: bool = False) -> None:
     """Save weights with the config and the λ range (CLI convention) in the metadata.
 
@@ -146,7 +166,7 @@ def save_model(model: BGVAE, path: str | os.PathLike, metadata: dict[str, str] |
     float32 model, and the model identity is computed from the stored values.
     """
     meta = dict(metadata or {})
-    meta.update({"format": "bgcodec-weights-1", "config": json.dumps(model.cfg.to_dict()),
+    meta.update({"format": "bgcodec-weights-1", "model": model.kind, "config": json.dumps(model.cfg.to_dict()),
                  "lambda_range": json.dumps(list(cli_lambda_range(model.cfg)))})
     state = {k: dense_cpu(v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata=meta)

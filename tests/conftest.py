@@ -1,5 +1,7 @@
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -11,3 +13,17 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory):
+    """A few small photos-like images, one smaller than the crop and one JPEG."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:120]
+    for i in range(3):
+        base = np.stack([np.sin(xx / (7 + i)), np.cos(yy / (5 + i)), np.sin((xx + yy) / 11)], -1)
+        im = ((base * 0.4 + 0.5) * 255 + rng.normal(0, 4, base.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(im).save(root / f"img{i}.png")
+    Image.fromarray(im[:40, :50]).save(root / "small.jpg", quality=95)
+    return root

@@ -1,0 +1,127 @@
+"""Mean rate–distortion curves of a model on a few images, for training validation and
+``bgcodec bound``: the codec's from real bitstreams, the bound model's from its KL.
+
+(``bgcodec eval`` is the full evaluation against the classic codecs.)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import lambdas
+from .bound import LOG2E, BoundVAE
+from .codec import Codec, image_to_tensor, tensor_to_image
+from .model import BGVAE
+from .weights import in_memory
+
+Progress = Callable[[], None]
+
+
+def _psnr(decoded: np.ndarray, image: np.ndarray) -> float:
+    mse = np.mean((decoded.astype(np.float64) - image) ** 2)
+    return 10 * math.log10(255**2 / max(mse, 1e-10))
+
+
+def codec_curve(model: BGVAE, images: Sequence[np.ndarray], lambdas_cli: Sequence[float], synthesis: str = "full",
+                progress: Progress = lambda: None) -> list[dict]:
+    """Encode and decode each image with the real coder; mean bpp (file sizes) and PSNR per λ."""
+    codec = Codec(in_memory(copy.deepcopy(model).float().cpu().eval()), torch.device("cpu"))
+    rows = []
+    for lmbda in lambdas_cli:
+        bpp, psnr = [], []
+        for image in images:
+            data = codec.encode(image, lmbda, synthesis=synthesis)
+            bpp.append(8 * len(data) / (image.shape[0] * image.shape[1]))
+            psnr.append(_psnr(codec.decode(data), image))
+            progress()
+        rows.append({"lambda": lmbda, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))})
+    return rows
+
+
+@torch.no_grad()
+def bound_curve(model: BoundVAE, images: Sequence[np.ndarray], lambdas_cli: Sequence[float], seed: int = 0,
+                progress: Progress = lambda: None) -> list[dict]:
+    """The bound model's estimate per λ: mean bpp = KL·log2(e) / pixels, and mean PSNR of its
+    reconstruction from one posterior sample (the distortion term of the bound), on the
+    images padded as the codec pads them."""
+    model = copy.deepcopy(model).float().cpu().eval()
+    rows = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for lmbda in lambdas_cli:
+            bpp, psnr = [], []
+            for image in images:
+                h, w = image.shape[:2]
+                out, kls = model(image_to_tensor(image), torch.tensor([lambdas.to_model(lmbda)]), sample=True)
+                bpp.append(float(torch.stack(kls).sum()) * LOG2E / (h * w))
+                psnr.append(_psnr(tensor_to_image(out, h, w), image))
+                progress()
+            rows.append({"lambda": lmbda, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))})
+    return rows
+
+
+def psnr_at(curve: Sequence[dict], bpp: float) -> float | None:
+    """PSNR at ``bpp`` by linear interpolation in log-bpp; None outside the measured range."""
+    points = sorted((row["bpp"], row["psnr"]) for row in curve)
+    for (b0, p0), (b1, p1) in zip(points, points[1:]):
+        if b0 <= bpp <= b1 and b1 > b0:
+            t = (math.log(bpp) - math.log(b0)) / (math.log(b1) - math.log(b0))
+            return p0 + t * (p1 - p0)
+    return None
+
+
+GAP_RATES = (0.25, 0.5, 1.0)
+
+
+def bound_gaps(bound: Sequence[dict], codec: Sequence[dict]) -> dict[float, float | None]:
+    """PSNR of the bound minus PSNR of the codec at each of GAP_RATES (None outside either curve)."""
+    gaps = {}
+    for bpp in GAP_RATES:
+        b, c = psnr_at(bound, bpp), psnr_at(codec, bpp)
+        gaps[bpp] = None if b is None or c is None else b - c
+    return gaps
+
+
+def bound_table(bound: Sequence[dict], codec: Sequence[dict] | None) -> str:
+    """A markdown table of both curves per λ, and the gaps at equal rate."""
+    header = "| λ | bound bpp (KL) | bound PSNR |" + (" codec bpp (files) | codec PSNR |" if codec else "")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for i, row in enumerate(bound):
+        line = f"| {row['lambda']:.4g} | {row['bpp']:.4f} | {row['psnr']:.2f} |"
+        if codec:
+            line += f" {codec[i]['bpp']:.4f} | {codec[i]['psnr']:.2f} |"
+        lines.append(line)
+    if codec:
+        gaps = bound_gaps(bound, codec)
+        lines += ["", "Gap (bound − codec PSNR at equal bpp): " + ", ".join(
+            f"{bpp} bpp: " + ("n/a (outside a curve)" if gap is None else f"{gap:+.2f} dB") for bpp, gap in gaps.items())]
+    return "\n".join(lines)
+
+
+def plot_bound(bound: Sequence[dict], codec: Sequence[dict] | None, path: str, title: str) -> bool:
+    """PSNR-vs-bpp plot of the bound and the codec; False if matplotlib is missing."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    fig = Figure(figsize=(7, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    curves = [("bound model (KL rate, estimate)", bound, "--")] + ([("bgcodec (real files)", codec, "-")] if codec else [])
+    for label, rows, style in curves:
+        points = sorted((r["bpp"], r["psnr"]) for r in rows)
+        ax.plot(*zip(*points), style, marker="o", markersize=4, label=label)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("PSNR RGB (dB)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
