@@ -14,52 +14,54 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .model import PAD_MULTIPLE, BGVAEConfig, HierarchicalVAE, LatentBlock
 from .layers import conv
+from .model import PAD_MULTIPLE, BGVAEConfig, HierarchicalVAE, LatentBlock
 
-LN2 = math.log(2)
 LOG2E = math.log2(math.e)
-MIN_SIGMA = 1e-5
+UNIFORM_LOG_SCALE = -0.5 * math.log(12)
+"""ln(σ/Δ) of the codec's training noise U(−Δ/2, Δ/2)."""
+MIN_LOG_SCALE = -7.0
 
 
-def linsqrt(t: torch.Tensor) -> torch.Tensor:
-    """sign(t)·|t|^(1 − ½·tanh|t|): linear near 0, growing like √|t| far from it, so the
-    means cannot run away (the reference bound model's mean activation)."""
-    a = t.abs().clamp_min(1e-8)
-    near = torch.exp((1 - 0.5 * torch.tanh(a)) * torch.log(a))
-    far = torch.sqrt(a)
-    return torch.sign(t) * torch.where(a <= 6, near, far)
-
-
-def gaussian_params(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Conv output (2·C channels) → mean (through linsqrt) and σ = log2(1 + 2^a)."""
-    mean, a = raw.float().chunk(2, dim=1)
-    return linsqrt(mean), F.softplus(a, beta=LN2, threshold=12).clamp_min(MIN_SIGMA)
-
-
-def gaussian_kl(q_mean, q_sigma, p_mean, p_sigma) -> torch.Tensor:
-    """KL(N(q_mean, q_sigma²) ‖ N(p_mean, p_sigma²)) in nats, elementwise."""
-    return (torch.log(p_sigma) - torch.log(q_sigma)
-            + (q_sigma ** 2 + (q_mean - p_mean) ** 2) / (2 * p_sigma ** 2) - 0.5)
+def gaussian_kl(residual: torch.Tensor, q_log_scale: torch.Tensor, p_log_scale: torch.Tensor) -> torch.Tensor:
+    """KL(N(μq, σq²) ‖ N(μp, σp²)) in nats, elementwise, from (μq − μp)/Δ, ln(σq/Δ) and
+    ln(σp/Δ): the KL does not depend on the unit Δ."""
+    variance_ratio = torch.exp(2 * (q_log_scale - p_log_scale))
+    return p_log_scale - q_log_scale + 0.5 * (variance_ratio + residual ** 2 * torch.exp(-2 * p_log_scale)) - 0.5
 
 
 class GaussianLatentBlock(LatentBlock):
-    """A latent block of the bound model: the codec's block with a posterior scale and no
-    quantisation step."""
+    """A latent block of the bound model: the codec's block with a Gaussian posterior
+    N(μq, σq²) instead of a quantised one, and the KL as its rate.
+
+    Means and scales are in units of the block's λ-dependent step Δ, as in the codec, so
+    a codec's weights are a good start. The posterior is never wider than the prior:
+    ``ln σq = ln σp − softplus(ln σp − ln(Δ/√12) + a)`` with ``a`` from the conv; at a = 0
+    (the scale half of the conv starts at zero) σq is a smooth minimum of σp and Δ/√12,
+    the codec's training noise, so channels the codec leaves unused start with q ≈ p and
+    little rate (at most 0.14 nats per element, at the prior's floor σp = 0.1·Δ).
+    """
 
     def __init__(self, width: int, channels: int, tap_width: int, kernel: int, mlp_ratio: float):
         super().__init__(width, channels, tap_width, kernel, mlp_ratio)
         self.posterior = conv(width, 2 * channels, 3)
-        del self.step_offset, self.step_slope
+        with torch.no_grad():
+            self.posterior.weight[channels:].zero_()
 
-    def forward(self, h: torch.Tensor, tap: torch.Tensor, emb: torch.Tensor, sample: bool):
+    def forward(self, h: torch.Tensor, tap: torch.Tensor, emb: torch.Tensor, log_lambda_ratio: torch.Tensor,
+                sample: bool):
         """Returns the fused top-down feature and the KL of each image in nats, shape (B,)."""
-        h = self.front(h, emb)
-        p_mean, p_sigma = gaussian_params(self.prior(h))
-        q_mean, q_sigma = gaussian_params(self.posterior_branch(h, tap, emb))
-        z = q_mean + q_sigma * torch.randn_like(q_mean) if sample else q_mean
-        kl = gaussian_kl(q_mean, q_sigma, p_mean, p_sigma).sum(dim=(1, 2, 3))
-        return self.end(h + self.latent_proj(z.to(h.dtype)), emb), kl
+        log_step = self.log_step(log_lambda_ratio)
+        h, mean, p_log_scale = self.prior_params(h, emb, log_step)
+        q_mean, q_raw = self.posterior_branch(h, tap, emb).chunk(2, dim=1)
+        residual = (q_mean - mean) * torch.exp(-log_step)
+        p_log_scale = p_log_scale.float()
+        q_log_scale = p_log_scale - F.softplus(p_log_scale - UNIFORM_LOG_SCALE + q_raw.float())
+        q_log_scale = q_log_scale.clamp_min(MIN_LOG_SCALE)
+        kl = gaussian_kl(residual.float(), q_log_scale, p_log_scale).sum(dim=(1, 2, 3))
+        if sample:
+            residual = residual + torch.exp(q_log_scale).to(residual.dtype) * torch.randn_like(residual)
+        return self.fuse(h, mean, residual, log_step, emb), kl
 
 
 class BoundVAE(HierarchicalVAE):
@@ -74,12 +76,12 @@ class BoundVAE(HierarchicalVAE):
     def forward(self, im: torch.Tensor, lmbda: torch.Tensor, sample: bool | None = None):
         """``sample`` (default: ``self.training``) draws z from the posterior; otherwise z = μq."""
         sample = self.training if sample is None else sample
-        emb, _ = self.condition(lmbda)
+        emb, log_ratio = self.condition(lmbda)
         taps = self.encoder(self.preprocess(im), emb)
         kls = []
 
         def visit(stage: int, latent: GaussianLatentBlock, h: torch.Tensor) -> torch.Tensor:
-            h, kl = latent(h, taps[stage], emb, sample)
+            h, kl = latent(h, taps[stage], emb, log_ratio, sample)
             kls.append(kl)
             return h
 

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 
-from bgcodec.bound import BoundVAE, gaussian_kl, linsqrt
+from bgcodec.bound import BoundVAE, GaussianLatentBlock, gaussian_kl
 from bgcodec.cli import cli
 from bgcodec.curves import bound_curve, bound_gaps, psnr_at
 from bgcodec.errors import WeightsError
@@ -61,24 +61,26 @@ def test_affinity_distance_is_zero_only_for_equal_matrices():
 # -- the bound model ---------------------------------------------------------------------
 
 def test_gaussian_kl_is_zero_for_equal_distributions_and_positive_otherwise():
-    m, s = torch.randn(100), torch.rand(100) + 0.1
-    torch.testing.assert_close(gaussian_kl(m, s, m, s), torch.zeros(100))
-    assert (gaussian_kl(m, s, m + 0.5, s * 2) > 0).all()
-    # against the closed form for one case
-    kl = gaussian_kl(torch.tensor(1.0), torch.tensor(0.5), torch.tensor(0.0), torch.tensor(2.0))
+    log_scale = torch.randn(100)
+    torch.testing.assert_close(gaussian_kl(torch.zeros(100), log_scale, log_scale), torch.zeros(100))
+    assert (gaussian_kl(torch.full((100,), 0.5), log_scale, log_scale + 0.7) > 0).all()
+    # the closed form for N(1, 0.5²) against N(0, 2²)
+    kl = gaussian_kl(torch.tensor(1.0), torch.tensor(math.log(0.5)), torch.tensor(math.log(2.0)))
     assert float(kl) == pytest.approx(math.log(4) + (0.25 + 1) / 8 - 0.5)
 
 
-def test_linsqrt_is_linear_near_zero_odd_continuous_and_grows_like_a_square_root():
-    t = torch.tensor([1e-3, 0.5, 5.999, 6.0, 6.001, 100.0])
-    y = linsqrt(t)
-    assert float(y[0]) == pytest.approx(1e-3, rel=1e-2)
-    torch.testing.assert_close(linsqrt(-t), -y)
-    assert float(y[2]) == pytest.approx(float(y[4]), abs=1e-2)
-    assert float(y[5]) == pytest.approx(10.0, rel=1e-6)
-    x = torch.linspace(-8, 8, 101, requires_grad=True)
-    linsqrt(x).sum().backward()
-    assert torch.isfinite(x.grad).all()
+def test_a_fresh_bound_block_has_a_posterior_no_wider_than_its_prior_and_little_rate_where_q_is_p():
+    block = GaussianLatentBlock(16, 4, 16, 3, 2.0)
+    h, tap, emb = torch.randn(2, 16, 4, 4), torch.randn(2, 16, 4, 4), torch.randn(2, 256)
+    ratio = torch.zeros(2)
+    with torch.no_grad():
+        block.posterior.weight.zero_()   # μq = 0 = the prior mean of a fresh prior conv
+        block.prior.weight.zero_()
+        block.prior.bias[4:].fill_(-3.0)  # σp at its floor, below Δ/√12: then q ≈ p
+        _, kl_narrow = block(h, tap, emb, ratio, sample=False)
+        block.prior.bias[4:].fill_(3.0)   # σp far above: σq ≈ Δ/√12, and a positive rate
+        _, kl_wide = block(h, tap, emb, ratio, sample=False)
+    assert (kl_narrow < 0.14 * 64).all() and (kl_wide > 1.0 * 64).all()
 
 
 def test_bound_model_returns_a_reconstruction_and_a_kl_per_latent():
