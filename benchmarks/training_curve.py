@@ -53,12 +53,12 @@ def main() -> None:
     fig.savefig(args.out, dpi=100)
     print("| step | " + " | ".join(f"λ {lmbda:g} (bpp / dB)" for lmbda in sorted(curves)) + " |")
     print("|---:|" + "---|" * len(curves))
-    table: dict[int, list[str]] = defaultdict(list)
+    table: dict[int, dict[float, str]] = defaultdict(dict)
     for lmbda in sorted(curves):
         for step, bpp, psnr in sorted(curves[lmbda]):
-            table[step].append(f"{bpp:.3f} / {psnr:.2f}")
+            table[step][lmbda] = f"{bpp:.3f} / {psnr:.2f}"
     for step in sorted(table):
-        print(f"| {step} | " + " | ".join(table[step]) + " |")
+        print(f"| {step} | " + " | ".join(table[step].get(lmbda, "—") for lmbda in sorted(curves)) + " |")
 
 
 if __name__ == "__main__":

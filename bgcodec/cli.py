@@ -737,7 +737,8 @@ rate: no real coder reaches it, and it estimates an upper bound of the
 information rate-distortion function of the images.  Its bpp is the KL in bits
 per pixel and its PSNR that of its reconstruction from one posterior sample.
 The codec's curve comes from real .bgv files at the same lambdas.  With --out
-the table goes to bound.md and the plot (matplotlib) to rd_bound.png.
+the table goes to bound.md, the numbers to bound.json and the plot
+(matplotlib) to rd_bound.png.
 """
 
 
@@ -750,7 +751,7 @@ the table goes to bound.md and the plot (matplotlib) to rd_bound.png.
               "the codec's range.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Only the first N images.")
 @click.option("--no-codec", is_flag=True, help="Only the bound (skip the codec's real curve).")
-@click.option("-o", "--out", metavar="DIR", default=None, help="Also write bound.md and rd_bound.png here.")
+@click.option("-o", "--out", metavar="DIR", default=None, help="Also write bound.md, bound.json and rd_bound.png here.")
 def bound(bound_weights, dataset, weights, lambdas, limit, no_codec, out):
     """Estimate the rate-distortion bound of the images in DIR with a bound model, next to
     the codec's real rate-distortion curve, and the gap between them in dB."""
@@ -779,6 +780,9 @@ def bound(bound_weights, dataset, weights, lambdas, limit, no_codec, out):
         title = f"{dataset_name(dataset)} ({len(images)} images): bound {os.path.basename(bound_weights)}"
         with open(os.path.join(out, "bound.md"), "w") as f:
             f.write(f"# {title}\n\n{table}\n")
+        with open(os.path.join(out, "bound.json"), "w") as f:
+            json.dump({"bound_weights": bound_weights, "codec_weights": None if no_codec else weights,
+                       "images": len(images), "bound": bound_rows, "codec": codec_rows}, f, indent=1)
         if not plot_bound(bound_rows, codec_rows, os.path.join(out, "rd_bound.png"), title):
             click.echo("bgcodec: note: rd_bound.png skipped: matplotlib is not installed", err=True)
 

@@ -227,6 +227,8 @@ def test_bound_command_prints_both_curves_and_the_gap(tmp_path, image_dir, train
     assert result.exit_code == 0, result.output
     assert "bound bpp (KL)" in result.output and "codec PSNR" in result.output and "Gap" in result.output
     assert (tmp_path / "bound.md").read_text().count("| 0.") >= 2
+    saved = json.loads((tmp_path / "bound.json").read_text())
+    assert len(saved["bound"]) == len(saved["codec"]) == 2
 
 
 def test_bound_command_rejects_codec_weights_in_one_line(tmp_path, image_dir):
