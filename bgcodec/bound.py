@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from .layers import conv
 from .model import PAD_MULTIPLE, BGVAEConfig, HierarchicalVAE, LatentBlock
 
-LOG2E = math.log2(math.e)
 UNIFORM_LOG_SCALE = -0.5 * math.log(12)
 """ln(σ/Δ) of the codec's training noise U(−Δ/2, Δ/2)."""
 MIN_LOG_SCALE = -7.0

@@ -14,17 +14,13 @@ import numpy as np
 import torch
 
 from . import lambdas
-from .bound import LOG2E, BoundVAE
+from .bound import BoundVAE
 from .codec import Codec, image_to_tensor, tensor_to_image
+from .metrics import psnr as image_psnr
 from .model import BGVAE
 from .weights import in_memory
 
 Progress = Callable[[], None]
-
-
-def _psnr(decoded: np.ndarray, image: np.ndarray) -> float:
-    mse = np.mean((decoded.astype(np.float64) - image) ** 2)
-    return 10 * math.log10(255**2 / max(mse, 1e-10))
 
 
 def codec_curve(model: BGVAE, images: Sequence[np.ndarray], lambdas_cli: Sequence[float], synthesis: str = "full",
@@ -37,7 +33,7 @@ def codec_curve(model: BGVAE, images: Sequence[np.ndarray], lambdas_cli: Sequenc
         for image in images:
             data = codec.encode(image, lmbda, synthesis=synthesis)
             bpp.append(8 * len(data) / (image.shape[0] * image.shape[1]))
-            psnr.append(_psnr(codec.decode(data), image))
+            psnr.append(image_psnr(image, codec.decode(data)))
             progress()
         rows.append({"lambda": lmbda, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))})
     return rows
@@ -58,8 +54,8 @@ def bound_curve(model: BoundVAE, images: Sequence[np.ndarray], lambdas_cli: Sequ
             for image in images:
                 h, w = image.shape[:2]
                 out, kls = model(image_to_tensor(image), torch.tensor([lambdas.to_model(lmbda)]), sample=True)
-                bpp.append(float(torch.stack(kls).sum()) * LOG2E / (h * w))
-                psnr.append(_psnr(tensor_to_image(out, h, w), image))
+                bpp.append(float(torch.stack(kls).sum()) * lambdas.BITS_PER_NAT / (h * w))
+                psnr.append(image_psnr(image, tensor_to_image(out, h, w)))
                 progress()
             rows.append({"lambda": lmbda, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))})
     return rows

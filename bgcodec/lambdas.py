@@ -13,7 +13,9 @@ This module imports neither torch nor numpy: ``bgcodec info`` uses it.
 
 import math
 
-CLI_PER_MODEL = 4 * 3 * math.log2(math.e) / 255**2
+BITS_PER_NAT = math.log2(math.e)
+
+CLI_PER_MODEL = 4 * 3 * BITS_PER_NAT / 255**2
 """λ_cli / λ_model (≈ 2.662e-4)."""
 
 

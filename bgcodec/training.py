@@ -26,16 +26,15 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import system
+from . import lambdas, system
 from .bound import BoundVAE
 from .curves import bound_curve, codec_curve
-from .errors import BgcodecError
 from .data import CropSampler, find_images, load_training_image
+from .errors import BgcodecError
 from .guidance import GuidedStudent, guidance_loss, teacher_targets
 from .model import BGVAE, CONFIGS, HierarchicalVAE
 from .weights import dense_cpu, load_bound_model, read_weights, save_model, state_differences
 
-LOG2E = math.log2(math.e)
 
 
 @dataclass
@@ -90,7 +89,7 @@ def rate_distortion(out: torch.Tensor, rates: list[torch.Tensor], im: torch.Tens
     num_dims = 3 * im.shape[2] * im.shape[3]
     rate = torch.stack(rates).sum(0) / num_dims
     mse = (out.float() - (2 * im - 1)).pow(2).mean(dim=(1, 2, 3))
-    return {"loss": (rate + lmbda * mse).mean(), "bpp": (rate * 3 * LOG2E).mean(),
+    return {"loss": (rate + lmbda * mse).mean(), "bpp": (rate * 3 * lambdas.BITS_PER_NAT).mean(),
             "psnr": (10 * torch.log10(4 / mse.clamp_min(1e-10))).mean()}
 
 
