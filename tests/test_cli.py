@@ -163,6 +163,14 @@ def test_python_m_help():
     assert "Exit status" in text
 
 
+def test_encode_help_states_the_effort_iterations():
+    from bgcodec.sga import EFFORT_ITERATIONS
+
+    text = " ".join(CliRunner().invoke(cli, ["encode", "--help"]).output.split())
+    levels = ", ".join(str(EFFORT_ITERATIONS[effort]) for effort in (1, 2, 3))
+    assert f"1, 2, 3 = {levels} iterations" in text
+
+
 def test_help_and_info_do_not_import_torch(bgv):
     script = textwrap.dedent(
         """

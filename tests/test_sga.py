@@ -39,6 +39,24 @@ def test_relaxed_round_has_gradients():
     assert torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
 
 
+def test_without_iterations_the_residuals_are_the_encoders_own():
+    from bgcodec import lambdas
+    from bgcodec.codec import image_to_tensor
+
+    codec = perturbed_codec()
+    model = codec.model
+    x = image_to_tensor(smooth_image(64, 64, seed=4))
+    lmbda = torch.tensor([lambdas.to_model(LMBDA)])
+    taps = model.analyse(x, lmbda)
+    residuals = sga.optimise_latents(model, x, taps, lmbda, iterations=0)
+    own, _, _ = model.encode_latents(taps, lmbda)
+    given, _, _ = model.encode_latents(taps, lmbda, residuals=residuals)
+    assert len(own) == len(given) == model.cfg.num_latents
+    assert any(np.abs(k).sum() > 0 for k in own)
+    for a, b in zip(own, given):
+        np.testing.assert_array_equal(a, b)
+
+
 def _rd_cost(image, data, decoded, lmbda_cli):
     bpp = 8 * len(data) / (image.shape[0] * image.shape[1])
     mse = np.mean((decoded.astype(np.float64) - image) ** 2)
