@@ -508,7 +508,7 @@ _max_pixels_option = click.option(
     help="Encoder effort: 0 = one pass; 1, 2, 3 = 25, 100, 400 iterations of SGA latent "
     "optimisation for the chosen synthesis, which keeps a result only if it lowers the rate-distortion cost: "
     "smaller files at equal quality, at the price of much slower encoding (see docs/BENCHMARKS.md); "
-    "the decoder is unchanged.  Effort > 0 needs about 1 GiB of memory per megapixel and takes images up to 4 MP.",
+    "the decoder is unchanged.  Effort > 0 needs about 2 GiB of memory per megapixel and takes images up to 4 MP.",
 )
 @_max_pixels_option
 @click.pass_context

@@ -125,7 +125,7 @@ class Codec:
         height, width = image.shape[:2]
         if effort and height * width > sga.MAX_PIXELS:
             raise BgcodecError(f"--effort {effort} is limited to images of {sga.MAX_PIXELS:,} pixels "
-                               f"(about 1 GiB of memory per megapixel); this one has {height * width:,}")
+                               f"(about 2 GiB of memory per megapixel); this one has {height * width:,}")
         x = image_to_tensor(image).to(self.device)
         lmbda_device = self._lambda_tensor(self.accelerated, lmbda_model)
         with single_threaded():

@@ -24,7 +24,7 @@ from .model import BGVAE, LatentBlock, gaussian_log_likelihood
 # --effort level → SGA iterations. 0 is the plain (amortised) encoder.
 EFFORT_ITERATIONS = {0: 0, 1: 25, 2: 100, 3: 400}
 # Backpropagating through the top-down path and the synthesis keeps their activations:
-# about 1 GiB per megapixel with the `small` weights (benchmarks/memory.py --effort 1).
+# about 2 GiB per megapixel with the `small` weights (benchmarks/memory.py --effort 1).
 MAX_PIXELS = 4 * 2**20
 LEARNING_RATE = 1e-2  # Adam, in quantisation steps; SGA's 5e-3 is for 2 000+ iterations
 CHECK_EVERY = 5
