@@ -90,7 +90,7 @@ CONFIGS: dict[str, BGVAEConfig] = {
         latent_channels=(16, 16, 32, 8),
         stride4_depth=1,
         cross_attention=(True, True, False, False),
-        lmbda_range=(4.0, 2048.0),
+        lmbda_range=(1.0, 2048.0),
     ),
     # Smallest config that still exercises every code path; for tests.
     "tiny": BGVAEConfig(
