@@ -36,7 +36,6 @@ from .model import BGVAE, CONFIGS, HierarchicalVAE
 from .weights import dense_cpu, load_bound_model, read_weights, save_model, state_differences
 
 
-
 @dataclass
 class TrainOptions:
     data: list[str]

@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from bgcodec import lambdas
 from bgcodec.data import random_crop
