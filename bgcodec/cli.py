@@ -665,6 +665,7 @@ Examples:
   bgcodec train photos/ -o runs/small --config small --steps 100000
   bgcodec train photos/ -o runs/small --resume          # continue after a stop
   bgcodec train photos/ -o runs/ft --init weights/bgvae-small.safetensors
+  bgcodec train photos/ -o runs/wide --config paper --init weights/bgvae-small.safetensors
   bgcodec train photos/ -o runs/bound --bound           # the bound model (teacher)
   bgcodec train photos/ -o runs/guided --teacher runs/bound/ema.safetensors
   torchrun --nproc-per-node 4 -m bgcodec train photos/ -o runs/paper --config paper
@@ -695,7 +696,9 @@ checkpoint before exiting.
 @click.option("--bf16", is_flag=True, help="bf16 autocast (CUDA).")
 @click.option("--resume", is_flag=True, help="Continue from the run directory's checkpoint.")
 @click.option("--init", "init", metavar="WEIGHTS", default=None,
-              help="Start from a weights file (matching tensors only), with a fresh optimizer.")
+              help="Start from a weights file, with a fresh optimizer: tensors that match are copied, "
+                   "those of a narrower config are grown into the wider layers (bgcodec.widening), "
+                   "the rest are listed and start fresh.")
 @click.option("--val-dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Images for periodic validation with real bitstreams (the first --val-images).")
 @click.option("--val-every", default=2000, show_default=True, type=click.IntRange(min=1))

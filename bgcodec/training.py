@@ -32,8 +32,9 @@ from .curves import bound_curve, codec_curve
 from .data import CropSampler, find_images, load_training_image
 from .errors import BgcodecError
 from .guidance import GuidedStudent, guidance_loss, teacher_targets
-from .model import BGVAE, CONFIGS, HierarchicalVAE
+from .model import BGVAE, CONFIGS, BGVAEConfig, HierarchicalVAE
 from .weights import dense_cpu, load_bound_model, read_weights, save_model, state_differences
+from .widening import grow_tensor
 
 
 @dataclass
@@ -117,13 +118,23 @@ class EMA:
             e.lerp_(p.detach(), 1 - decay)
 
 
-def init_from(model: HierarchicalVAE, path: str) -> list[str]:
-    """Copy every tensor whose name and shape match; return the names that did not."""
-    source, _ = read_weights(path)
-    missing, mismatched, unused = state_differences(model.state_dict(), source)
+def init_from(model: HierarchicalVAE, path: str) -> tuple[list[str], list[str]]:
+    """Copy every tensor whose name matches: as it is where the shape matches too, grown
+    (bgcodec.widening) where the file's config is narrower. Returns the names of the grown
+    tensors and of those not copied."""
+    source, metadata = read_weights(path)
+    target = model.state_dict()
+    missing, mismatched, unused = state_differences(target, source)
+    grown, not_grown = {}, []
+    for name in mismatched:
+        try:
+            old_cfg = BGVAEConfig.from_dict(json.loads(metadata["config"]))
+            grown[name] = grow_tensor(name, source[name], target[name], old_cfg, model.cfg)
+        except (KeyError, ValueError, TypeError):
+            not_grown.append(name)
     skipped = set(mismatched) | set(unused)
-    model.load_state_dict({k: v for k, v in source.items() if k not in skipped}, strict=False)
-    return sorted(missing + mismatched) + [f"{k} (unused)" for k in unused]
+    model.load_state_dict({**{k: v for k, v in source.items() if k not in skipped}, **grown}, strict=False)
+    return sorted(grown), sorted(missing + not_grown) + [f"{k} (unused)" for k in unused]
 
 
 # -- checkpoints (safetensors: tensors, with the rest as JSON metadata) -------------------
@@ -232,8 +243,9 @@ def train(opts: TrainOptions, log=print) -> Path:
 
     model = (BoundVAE if opts.bound else BGVAE)(CONFIGS[opts.config])
     if opts.init and not (opts.resume and checkpoint.exists()):
-        missing = init_from(model, opts.init)
-        log(f"init from {opts.init}: {len(missing)} tensors not matched" + (f": {', '.join(missing)}" if missing else ""))
+        grown, missing = init_from(model, opts.init)
+        log(f"init from {opts.init}: {len(grown)} tensors grown, {len(missing)} not matched"
+            + (f": {', '.join(missing)}" if missing else ""))
     model = model.to(device, memory_format=torch.channels_last)
     # Frozen parameters get no gradient, so DDP and the optimiser ignore them.
     model.requires_grad_(not opts.shallow_only)

@@ -101,7 +101,8 @@ def test_init_copies_matching_tensors_and_lists_the_rest(tmp_path):
 
     changed = dataclasses.replace(CONFIGS["tiny"], stride4_depth=2)
     target = BGVAE(changed)
-    missing = init_from(target, str(path))
+    grown, missing = init_from(target, str(path))
+    assert not grown
     assert missing and all(name.startswith("synthesis.blocks.1.") for name in missing)
     assert torch.equal(target.bias, source.bias)
     assert torch.equal(target.synthesis.blocks[0].mlp[0].weight, source.synthesis.blocks[0].mlp[0].weight)
