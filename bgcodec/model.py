@@ -76,18 +76,20 @@ CONFIGS: dict[str, BGVAEConfig] = {
     # The published layout, for GPU users: 95.7 M parameters (the paper reports 97.4 M; its
     # cross-attention design is not public, ours has no MLP, see docs/DESIGN.md).
     "paper": BGVAEConfig(),
-    # What 2 CPU cores can train: 5.96 M parameters; one training step (forward, backward,
-    # fused Adam) on 16 crops of 128×128 takes 0.28 s on this project's 2-core machine
-    # (channels_last, fp32; benchmarks/train_speed.py).
+    # What 2 CPU cores can train: 6.40 M parameters (plus 0.14 M in the shallow synthesis);
+    # one training step (forward, backward, fused Adam) on 16 crops of 128×128 takes 0.54 s
+    # on this project's 2-core machine (channels_last, fp32). The stride-8 path is 64
+    # channels wide with 16 channels per latent: at 40 and 8 it capped Kodak near 35 dB
+    # (docs/DESIGN.md, `small` config).
     "small": BGVAEConfig(
-        enc_widths=(32, 48, 96, 128, 128),
+        enc_widths=(32, 64, 96, 128, 128),
         enc_depths=(1, 1, 1, 1, 1),
         enc_kernels=(3, 3, 3, 3, 1),
-        dec_widths=(128, 128, 96, 40, 24),
+        dec_widths=(128, 128, 96, 64, 32),
         dec_kernels=(1, 3, 3, 3, 3),
         dec_mlp_ratios=(2.0, 2.0, 2.0, 1.5, 1.5),
         dec_pre_blocks=(0, 1, 1, 1),
-        latent_channels=(16, 16, 32, 8),
+        latent_channels=(16, 16, 32, 16),
         stride4_depth=1,
         cross_attention=(True, True, False, False),
         lmbda_range=(1.0, 2048.0),
