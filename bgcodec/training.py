@@ -125,13 +125,19 @@ def init_from(model: HierarchicalVAE, path: str) -> tuple[list[str], list[str]]:
     source, metadata = read_weights(path)
     target = model.state_dict()
     missing, mismatched, unused = state_differences(target, source)
+    try:
+        old_cfg = BGVAEConfig.from_dict(json.loads(metadata["config"]))
+    except (KeyError, ValueError, TypeError):
+        old_cfg = None  # without the file's config nothing can be grown
     grown, not_grown = {}, []
     for name in mismatched:
         try:
-            old_cfg = BGVAEConfig.from_dict(json.loads(metadata["config"]))
-            grown[name] = grow_tensor(name, source[name], target[name], old_cfg, model.cfg)
-        except (KeyError, ValueError, TypeError):
-            not_grown.append(name)
+            if old_cfg is not None:
+                grown[name] = grow_tensor(name, source[name], target[name], old_cfg, model.cfg)
+                continue
+        except ValueError:
+            pass
+        not_grown.append(name)
     skipped = set(mismatched) | set(unused)
     model.load_state_dict({**{k: v for k, v in source.items() if k not in skipped}, **grown}, strict=False)
     return sorted(grown), sorted(missing + not_grown) + [f"{k} (unused)" for k in unused]

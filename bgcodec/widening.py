@@ -39,7 +39,10 @@ def _positions(name: str, dim: int, old: int, new: int, old_cfg: BGVAEConfig, ne
         stage = int(merge.group(1))
         old_split, new_split = old_cfg.dec_widths[stage], new_cfg.dec_widths[stage]
         return torch.cat([torch.arange(old_split), torch.arange(new_split, new_split + old - old_split)])
-    g = _groups(name, _OUTPUT_GROUPS if dim == 0 else _INPUT_GROUPS if dim == 1 else ())
+    if dim >= 2:
+        # a conv kernel: centred in a zero ring, so a 'same'-padded conv filters as it did
+        return torch.arange(old) + (new - old) // 2
+    g = _groups(name, _OUTPUT_GROUPS if dim == 0 else _INPUT_GROUPS)
     if old % g or new % g:
         raise ValueError(f"{name}: cannot grow {old} → {new} in {g} groups")
     return torch.cat([torch.arange(k * (new // g), k * (new // g) + old // g) for k in range(g)])
@@ -65,6 +68,10 @@ def grow_tensor(name: str, old: torch.Tensor, new: torch.Tensor, old_cfg: BGVAEC
         raise ValueError(f"{name}: {tuple(old.shape)} does not fit in {tuple(new.shape)}")
     positions = [_positions(name, d, o, n, old_cfg, new_cfg) for d, (o, n) in enumerate(zip(old.shape, new.shape))]
     grown = new.detach().clone()
+    if old.shape[2:] != new.shape[2:]:
+        ring = torch.ones(new.shape[2:], dtype=torch.bool)
+        ring[torch.meshgrid(*positions[2:], indexing="ij")] = False
+        grown[..., ring] = 0
     if old.shape[0] != new.shape[0]:
         is_new = torch.ones(new.shape[0], dtype=torch.bool)
         is_new[positions[0]] = False

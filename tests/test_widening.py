@@ -61,3 +61,11 @@ def test_wider_layers_keep_the_old_channels_in_place(tmp_path):
         shift_scale_new = latent_new.front.modulation(emb).chunk(2, dim=1)
         for o, n in zip(shift_scale_old, shift_scale_new):
             assert torch.allclose(n[:, :24], o, atol=1e-5) and n[:, 24:].abs().max() == 0
+
+
+def test_larger_kernels_filter_as_the_smaller_ones_did(tmp_path):
+    old, new = grown_pair(tmp_path, dec_kernels=(1, 3, 3, 5, 5))
+    x = torch.randn(2, 24, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(new.stages[3].latents[0].front.dwconv(x), old.stages[3].latents[0].front.dwconv(x),
+                              atol=1e-5)
