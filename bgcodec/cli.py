@@ -689,6 +689,10 @@ checkpoint before exiting.
 @click.option("--warmup-steps", default=500, show_default=True, type=click.IntRange(min=1), help="Linear LR warm-up.")
 @click.option("--ema-decay", default=0.999, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="EMA decay of the exported weights.")
+@click.option("--lambda-sampling", default="cube-root", show_default=True,
+              type=click.Choice(["cube-root", "log-uniform"]),
+              help="How λ is drawn per crop: uniform in λ^(1/3) (QARV's; favours high rates) or "
+                   "log-uniform (equal weight per octave; more steps at low rates).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--downscale-jpeg", is_flag=True, help="Halve JPEG sources before cropping (removes JPEG artefacts).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))

@@ -60,6 +60,9 @@ class TrainOptions:
     """Train only the shallow synthesis, on the quantised latents of the frozen model."""
     bound: bool = False
     """Train the bound model (teacher) instead of the codec: Gaussian latents, KL rate, log-uniform λ."""
+    lambda_sampling: str = "cube-root"
+    """How λ is drawn per image: "cube-root" (uniform in λ^(1/3), QARV's; favours high rates)
+    or "log-uniform" (equal weight per octave of λ, so the low rates get more of the steps)."""
     teacher: str | None = None
     """A bound model's weights: guide the codec by it (bgcodec.guidance)."""
     feature_weight: float = 1.0
@@ -71,15 +74,25 @@ class TrainOptions:
     val_every: int = 2000
     val_lambdas: list[float] = field(default_factory=lambda: [0.0067, 0.0483, 0.2])
 
+    @property
+    def sampled_lambdas(self) -> str:
+        """The λ sampling in effect: the bound model always samples log-uniform (§3.1)."""
+        return "log-uniform" if self.bound else self.lambda_sampling
+
+
+LAMBDA_SAMPLINGS = ("cube-root", "log-uniform")
+
 
 def sample_lambdas(n: int, lo: float, hi: float, generator: torch.Generator,
-                   log_uniform: bool = False) -> torch.Tensor:
-    """λ over [lo, hi], one per image: uniform in cube-root space (QARV's variable-rate
-    sampling), or log-uniform (the bound model's)."""
+                   method: str = "cube-root") -> torch.Tensor:
+    """λ over [lo, hi], one per image: uniform in λ^(1/3) ("cube-root", QARV's variable-rate
+    sampling) or in ln λ ("log-uniform", the bound model's)."""
     u = torch.rand(n, generator=generator)
-    if log_uniform:
+    if method == "log-uniform":
         return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
-    return (lo ** (1 / 3) + u * (hi ** (1 / 3) - lo ** (1 / 3))) ** 3
+    if method == "cube-root":
+        return (lo ** (1 / 3) + u * (hi ** (1 / 3) - lo ** (1 / 3))) ** 3
+    raise ValueError(f"unknown λ sampling {method!r}; expected one of {LAMBDA_SAMPLINGS}")
 
 
 def rate_distortion(out: torch.Tensor, rates: list[torch.Tensor], im: torch.Tensor,
@@ -182,7 +195,8 @@ def export_weights(path: Path, model: HierarchicalVAE, step: int, opts: TrainOpt
     provenance = {
         "steps": step, "batch_size": opts.batch_size, "crop": opts.crop, "lr": opts.lr,
         "data": [str(d) for d in opts.data], "downscale_jpeg": opts.downscale_jpeg,
-        "seed": opts.seed, "init": opts.init, "teacher": opts.teacher,
+        "seed": opts.seed, "lambda_sampling": opts.sampled_lambdas,
+        "init": opts.init, "teacher": opts.teacher,
         "guidance_weights": [opts.feature_weight, opts.reconstruction_weight] if opts.teacher else None,
         "wall_seconds": round(wall_s),
         "hardware": hardware_description(), "torch": torch.__version__,
@@ -290,7 +304,7 @@ def train(opts: TrainOptions, log=print) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = lr
         im = sampler.batch(opts.batch_size).to(device).contiguous(memory_format=torch.channels_last)
-        lmbda = sample_lambdas(opts.batch_size, lo, hi, lmbda_gen, log_uniform=opts.bound).to(device)
+        lmbda = sample_lambdas(opts.batch_size, lo, hi, lmbda_gen, opts.sampled_lambdas).to(device)
         with torch.autocast(device_kind, dtype=torch.bfloat16, enabled=opts.bf16):
             stats = _objective(trained, teacher, im, lmbda, opts)
         optimizer.zero_grad(set_to_none=True)

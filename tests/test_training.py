@@ -1,6 +1,7 @@
 """The trainer: objective, schedule, checkpoints, resume, --init, DDP on CPU."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,15 @@ def test_lambdas_are_drawn_in_range_uniformly_in_cube_root():
     cube = lam ** (1 / 3)
     mid = (16 ** (1 / 3) + 2048 ** (1 / 3)) / 2
     assert abs(float((cube < mid).float().mean()) - 0.5) < 0.02
+
+
+def test_log_uniform_lambdas_put_equal_weight_on_each_octave():
+    lam = sample_lambdas(20000, 1.0, 2048.0, torch.Generator().manual_seed(0), "log-uniform")
+    assert lam.min() >= 1 and lam.max() <= 2048
+    below = [float((lam < 2.0 ** k).float().mean()) for k in (1, 5, 10)]
+    assert below == pytest.approx([1 / 11, 5 / 11, 10 / 11], abs=0.015)
+    with pytest.raises(ValueError, match="unknown λ sampling"):
+        sample_lambdas(1, 1.0, 2.0, torch.Generator(), "uniform")
 
 
 def test_learning_rate_warms_up_holds_then_decays_to_one_percent():
@@ -126,9 +136,11 @@ def test_two_process_ddp_on_cpu(image_dir, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "bgcodec", "train", str(image_dir), "-o", str(out), "--config", "tiny", "--steps", "2",
-           "--batch-size", "2", "--crop", "64", "--log-every", "1", "--threads", "1", "--device", "cpu"]
+           "--batch-size", "2", "--crop", "64", "--log-every", "1", "--threads", "1", "--device", "cpu",
+           "--lambda-sampling", "log-uniform"]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = read_csv(out / "log.csv")
     assert [int(r["step"]) for r in rows] == [1, 2]
-    assert (out / "ema.safetensors").exists()
+    training = json.loads(load_model(str(out / "ema.safetensors")).metadata["training"])
+    assert training["lambda_sampling"] == "log-uniform"
