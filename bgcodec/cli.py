@@ -19,6 +19,7 @@ import click
 from bgcodec import __version__
 from bgcodec.errors import BgcodecError, one_line
 from bgcodec.imageio import DEFAULT_MAX_PIXELS
+from bgcodec.lambdas import SAMPLINGS
 
 PROG = "bgcodec"
 STDIO = "-"
@@ -690,7 +691,7 @@ checkpoint before exiting.
 @click.option("--ema-decay", default=0.999, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="EMA decay of the exported weights.")
 @click.option("--lambda-sampling", default="cube-root", show_default=True,
-              type=click.Choice(["cube-root", "log-uniform"]),
+              type=click.Choice(SAMPLINGS),
               help="How λ is drawn per crop: uniform in λ^(1/3) (QARV's; favours high rates) or "
                    "log-uniform (equal weight per octave; more steps at low rates).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")

@@ -18,6 +18,9 @@ BITS_PER_NAT = math.log2(math.e)
 CLI_PER_MODEL = 4 * 3 * BITS_PER_NAT / 255**2
 """λ_cli / λ_model (≈ 2.662e-4)."""
 
+SAMPLINGS = ("cube-root", "log-uniform")
+"""How training draws λ per crop (bgcodec.training.sample_lambdas)."""
+
 
 def to_model(lmbda_cli: float) -> float:
     """Convert a CompressAI-convention λ to the model's internal λ."""

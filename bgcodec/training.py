@@ -30,10 +30,10 @@ from . import lambdas, system
 from .bound import BoundVAE
 from .curves import bound_curve, codec_curve
 from .data import CropSampler, find_images, load_training_image
-from .errors import BgcodecError
+from .errors import BgcodecError, WeightsError
 from .guidance import GuidedStudent, guidance_loss, teacher_targets
-from .model import BGVAE, CONFIGS, BGVAEConfig, HierarchicalVAE
-from .weights import dense_cpu, load_bound_model, read_weights, save_model, state_differences
+from .model import BGVAE, CONFIGS, HierarchicalVAE
+from .weights import dense_cpu, load_bound_model, read_config, read_weights, save_model, state_differences
 from .widening import grow_tensor
 
 
@@ -80,9 +80,6 @@ class TrainOptions:
         return "log-uniform" if self.bound else self.lambda_sampling
 
 
-LAMBDA_SAMPLINGS = ("cube-root", "log-uniform")
-
-
 def sample_lambdas(n: int, lo: float, hi: float, generator: torch.Generator,
                    method: str = "cube-root") -> torch.Tensor:
     """λ over [lo, hi], one per image: uniform in λ^(1/3) ("cube-root", QARV's variable-rate
@@ -92,7 +89,7 @@ def sample_lambdas(n: int, lo: float, hi: float, generator: torch.Generator,
         return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
     if method == "cube-root":
         return (lo ** (1 / 3) + u * (hi ** (1 / 3) - lo ** (1 / 3))) ** 3
-    raise ValueError(f"unknown λ sampling {method!r}; expected one of {LAMBDA_SAMPLINGS}")
+    raise ValueError(f"unknown λ sampling {method!r}; expected one of {lambdas.SAMPLINGS}")
 
 
 def rate_distortion(out: torch.Tensor, rates: list[torch.Tensor], im: torch.Tensor,
@@ -139,18 +136,18 @@ def init_from(model: HierarchicalVAE, path: str) -> tuple[list[str], list[str]]:
     target = model.state_dict()
     missing, mismatched, unused = state_differences(target, source)
     try:
-        old_cfg = BGVAEConfig.from_dict(json.loads(metadata["config"]))
-    except (KeyError, ValueError, TypeError):
-        old_cfg = None  # without the file's config nothing can be grown
+        old_cfg = read_config(path, metadata)
+    except WeightsError:
+        old_cfg = None
     grown, not_grown = {}, []
-    for name in mismatched:
-        try:
-            if old_cfg is not None:
+    if old_cfg is None:  # without the file's config nothing can be grown
+        not_grown = list(mismatched)
+    else:
+        for name in mismatched:
+            try:
                 grown[name] = grow_tensor(name, source[name], target[name], old_cfg, model.cfg)
-                continue
-        except ValueError:
-            pass
-        not_grown.append(name)
+            except ValueError:
+                not_grown.append(name)
     skipped = set(mismatched) | set(unused)
     model.load_state_dict({**{k: v for k, v in source.items() if k not in skipped}, **grown}, strict=False)
     return sorted(grown), sorted(missing + not_grown) + [f"{k} (unused)" for k in unused]

@@ -112,6 +112,14 @@ def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise WeightsError(f"{path}: not a safetensors weights file ({e})") from None
 
 
+def read_config(path: str, metadata: dict[str, str]) -> BGVAEConfig:
+    """The model config recorded in a weights file's metadata."""
+    try:
+        return BGVAEConfig.from_dict(json.loads(metadata["config"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise WeightsError(f"{path}: weights metadata lacks a valid config ({e})") from None
+
+
 def state_differences(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor]):
     """Names in ``target`` missing from ``source``, present with another shape, and names
     only ``source`` has; each sorted."""
@@ -143,11 +151,7 @@ def build_from_file(path: str, model_class: type[HierarchicalVAE]):
         raise WeightsError(f"{path}: holds a '{kind}' model, not a '{model_class.kind}' model "
                            + ("(a bound model is a teacher for training; it cannot code images)"
                               if kind == BoundVAE.kind else "(train one with 'bgcodec train --bound')"))
-    try:
-        cfg = BGVAEConfig.from_dict(json.loads(metadata["config"]))
-    except (KeyError, ValueError, TypeError) as e:
-        raise WeightsError(f"{path}: weights metadata lacks a valid config ({e})") from None
-    model = model_class(cfg)
+    model = model_class(read_config(path, metadata))
     missing, mismatched, unexpected = state_differences(model.state_dict(), state)
     if missing or mismatched or unexpected:
         problems = [f"{len(names)} {what} (e.g. {names[0]})" for what, names in
