@@ -4,6 +4,7 @@ One step = forward, backward and a fused Adam update on a batch of random crops 
 channels_last fp32, the way `bgcodec.training` runs on CPU. Prints a Markdown table.
 
     python benchmarks/train_speed.py --configs tiny small --batch 16 --crop 128
+    python benchmarks/train_speed.py --configs small --compile   # torch.compile'd step (warm-up compiles)
 """
 
 import argparse
@@ -16,9 +17,10 @@ from bgcodec.model import BGVAE, CONFIGS, count_parameters
 from bgcodec.training import rate_distortion, sample_lambdas
 
 
-def step_times(config: str, batch: int, crop: int, steps: int, warmup: int) -> list[float]:
+def step_times(config: str, batch: int, crop: int, steps: int, warmup: int, compile: bool = False) -> list[float]:
     torch.manual_seed(0)
     model = BGVAE(CONFIGS[config]).to(memory_format=torch.channels_last).train()
+    forward = torch.compile(model) if compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     lo, hi = model.cfg.lmbda_range
     im = torch.rand(batch, 3, crop, crop).contiguous(memory_format=torch.channels_last)
@@ -26,7 +28,7 @@ def step_times(config: str, batch: int, crop: int, steps: int, warmup: int) -> l
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
-        loss = rate_distortion(*model(im, lmbda), im, lmbda)["loss"]
+        loss = rate_distortion(*forward(im, lmbda), im, lmbda)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -43,15 +45,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (compiled in the warm-up)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}×{args.crop}², "
-          f"median of {args.steps} steps after {args.warmup} warm-up\n")
+          f"median of {args.steps} steps after {args.warmup} warm-up{', torch.compile' if args.compile else ''}\n")
     print("| config | params (M) | step (s) | images/s |")
     print("|---|---|---|---|")
     for name in args.configs:
-        median = statistics.median(step_times(name, args.batch, args.crop, args.steps, args.warmup))
+        median = statistics.median(step_times(name, args.batch, args.crop, args.steps, args.warmup, args.compile))
         params = count_parameters(BGVAE(CONFIGS[name])) / 1e6
         print(f"| {name} | {params:.2f} | {median:.3f} | {args.batch / median:.1f} |")
 

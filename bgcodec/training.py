@@ -54,6 +54,9 @@ class TrainOptions:
     device: str = "auto"
     threads: int | None = None
     bf16: bool = False
+    compile: bool = False
+    """torch.compile the training step: the first step takes minutes, later ones are faster
+    (docs/BENCHMARKS.md, training speed)."""
     resume: bool = False
     init: str | None = None
     shallow_only: bool = False
@@ -279,6 +282,9 @@ def train(opts: TrainOptions, log=print) -> Path:
         step, wall_before = load_checkpoint(checkpoint, student, ema, optimizer)
         log(f"resumed from {checkpoint} at step {step}")
     trained = torch.nn.parallel.DistributedDataParallel(student) if world > 1 else student
+    if opts.compile:
+        log("compiling the training step (torch.compile): the first step takes minutes")
+        trained = torch.compile(trained)
 
     sampler = CropSampler(opts.data, opts.crop, opts.downscale_jpeg, seed=opts.seed + step, rank=rank)
     lmbda_gen = torch.Generator().manual_seed(opts.seed * 1000 + rank + step)

@@ -82,6 +82,32 @@ def test_train_resume_and_export(image_dir, tmp_path):
     assert resumed.identity != loaded.identity
 
 
+def test_compile_runs_the_step_through_torch_compile_and_saves_the_plain_model(image_dir, tmp_path, monkeypatch):
+    # A stand-in for torch.compile that wraps the module the way it does (so a saved wrapper
+    # would show in the tensor names) without the minutes of compiling.
+    class Compiled(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.wrapped = module
+            self.calls = 0
+
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            return self.wrapped(*args, **kwargs)
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(Compiled(module)) or compiled[-1])
+    out = tmp_path / "run"
+    train(options(image_dir, out, compile=True), log=lambda s: None)
+    assert len(compiled) == 1 and compiled[0].calls == 4
+    from safetensors import safe_open
+
+    with safe_open(str(out / "checkpoint.safetensors"), "pt") as f:
+        assert not any("wrapped." in name for name in f.keys())
+    train(options(image_dir, out, steps=6, resume=True), log=lambda s: None)
+    assert '"steps": 6' in load_model(str(out / "ema.safetensors")).metadata["training"]
+
+
 def test_training_reduces_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     model = BGVAE(CONFIGS["tiny"]).train()
