@@ -700,7 +700,8 @@ checkpoint before exiting.
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
 @click.option("--bf16", is_flag=True, help="bf16 autocast (CUDA).")
 @click.option("--compile", "compile", is_flag=True,
-              help="torch.compile the training step: minutes to compile, then faster steps (needs a C++ compiler on CPU).")
+              help="torch.compile the training step; the first step compiles for minutes (needs a C++ compiler on CPU). "
+                   "What it gained is in docs/BENCHMARKS.md.")
 @click.option("--resume", is_flag=True, help="Continue from the run directory's checkpoint.")
 @click.option("--init", "init", metavar="WEIGHTS", default=None,
               help="Start from a weights file, with a fresh optimizer: tensors that match are copied, "

@@ -55,8 +55,8 @@ class TrainOptions:
     threads: int | None = None
     bf16: bool = False
     compile: bool = False
-    """torch.compile the training step: the first step takes minutes, later ones are faster
-    (docs/BENCHMARKS.md, training speed)."""
+    """torch.compile the training step; the first step compiles for minutes (gains measured in
+    docs/BENCHMARKS.md, training throughput)."""
     resume: bool = False
     init: str | None = None
     shallow_only: bool = False
