@@ -692,8 +692,9 @@ checkpoint before exiting.
               help="EMA decay of the exported weights.")
 @click.option("--lambda-sampling", default="cube-root", show_default=True,
               type=click.Choice(SAMPLINGS),
-              help="How λ is drawn per crop: uniform in λ^(1/3) (QARV's; favours high rates) or "
-                   "log-uniform (equal weight per octave; more steps at low rates).")
+              help="How λ is drawn per crop: uniform in λ^(1/3) (QARV's; favours high rates), "
+                   "log-uniform (equal weight per octave; more steps at low rates) or log-middle "
+                   "(log-uniform with 3/4 of the crops in the middle half of the octaves).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--downscale-jpeg", is_flag=True, help="Halve JPEG sources before cropping (removes JPEG artefacts).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))

@@ -18,7 +18,7 @@ BITS_PER_NAT = math.log2(math.e)
 CLI_PER_MODEL = 4 * 3 * BITS_PER_NAT / 255**2
 """λ_cli / λ_model (≈ 2.662e-4)."""
 
-SAMPLINGS = ("cube-root", "log-uniform")
+SAMPLINGS = ("cube-root", "log-uniform", "log-middle")
 """How training draws λ per crop (bgcodec.training.sample_lambdas)."""
 
 

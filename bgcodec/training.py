@@ -64,8 +64,9 @@ class TrainOptions:
     bound: bool = False
     """Train the bound model (teacher) instead of the codec: Gaussian latents, KL rate, log-uniform λ."""
     lambda_sampling: str = "cube-root"
-    """How λ is drawn per image: "cube-root" (uniform in λ^(1/3), QARV's; favours high rates)
-    or "log-uniform" (equal weight per octave of λ, so the low rates get more of the steps)."""
+    """How λ is drawn per image: "cube-root" (uniform in λ^(1/3), QARV's; favours high rates),
+    "log-uniform" (equal weight per octave of λ, so the low rates get more of the steps) or
+    "log-middle" (log-uniform with 3/4 of the draws in the middle half of the octaves)."""
     teacher: str | None = None
     """A bound model's weights: guide the codec by it (bgcodec.guidance)."""
     feature_weight: float = 1.0
@@ -86,10 +87,16 @@ class TrainOptions:
 def sample_lambdas(n: int, lo: float, hi: float, generator: torch.Generator,
                    method: str = "cube-root") -> torch.Tensor:
     """λ over [lo, hi], one per image: uniform in λ^(1/3) ("cube-root", QARV's variable-rate
-    sampling) or in ln λ ("log-uniform", the bound model's)."""
+    sampling), in ln λ ("log-uniform", the bound model's), or in ln λ with three times the
+    density on the middle half of the ln λ range ("log-middle": half the draws log-uniform over
+    the whole range, half over its middle half)."""
     u = torch.rand(n, generator=generator)
     if method == "log-uniform":
         return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+    if method == "log-middle":
+        # Inverse CDF of that mixture, in t = position in ln λ: 1/8 of the mass on each outer quarter.
+        t = torch.where(u < 0.125, 2 * u, torch.where(u < 0.875, 0.25 + (u - 0.125) * 2 / 3, 0.75 + (u - 0.875) * 2))
+        return torch.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
     if method == "cube-root":
         return (lo ** (1 / 3) + u * (hi ** (1 / 3) - lo ** (1 / 3))) ** 3
     raise ValueError(f"unknown λ sampling {method!r}; expected one of {lambdas.SAMPLINGS}")

@@ -46,6 +46,14 @@ def test_log_uniform_lambdas_put_equal_weight_on_each_octave():
         sample_lambdas(1, 1.0, 2.0, torch.Generator(), "uniform")
 
 
+def test_log_middle_lambdas_put_three_quarters_on_the_middle_half_of_the_octaves():
+    lam = sample_lambdas(40000, 1.0, 2.0 ** 12, torch.Generator().manual_seed(0), "log-middle")
+    assert lam.min() >= 1 and lam.max() <= 2.0 ** 12
+    below = [float((lam < 2.0 ** k).float().mean()) for k in (1.5, 3, 6, 9, 10.5)]
+    # outer quarters (octaves 0-3, 9-12): 1/8 each, uniform within; middle half: 3/4, uniform within
+    assert below == pytest.approx([1 / 16, 1 / 8, 1 / 2, 7 / 8, 15 / 16], abs=0.01)
+
+
 def test_learning_rate_warms_up_holds_then_decays_to_one_percent():
     opts = TrainOptions(data=[], out="", steps=1000, lr=1e-3, warmup_steps=10)
     assert learning_rate(0, opts) == pytest.approx(1e-4)
