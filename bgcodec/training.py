@@ -95,7 +95,8 @@ def sample_lambdas(n: int, lo: float, hi: float, generator: torch.Generator,
         return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
     if method == "log-middle":
         # Inverse CDF of that mixture, in t = position in ln λ: 1/8 of the mass on each outer quarter.
-        t = torch.where(u < 0.125, 2 * u, torch.where(u < 0.875, 0.25 + (u - 0.125) * 2 / 3, 0.75 + (u - 0.875) * 2))
+        t = torch.where(u < 0.125, 2 * u,
+                        torch.where(u < 0.875, 0.25 + (u - 0.125) * 2 / 3, 0.75 + (u - 0.875) * 2))
         return torch.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
     if method == "cube-root":
         return (lo ** (1 / 3) + u * (hi ** (1 / 3) - lo ** (1 / 3))) ** 3
