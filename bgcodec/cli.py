@@ -410,6 +410,23 @@ def cli() -> None:
     """
 
 
+def _comma_list(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _lambda_list(ctx, param, value: str | None) -> list[float] | None:
+    """Click callback: 'L1,L2,...' as sorted distinct positive λ values (None stays None)."""
+    if value is None:
+        return None
+    try:
+        values = [float(v) for v in _comma_list(value)]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+    if not values or any(not v > 0 for v in values):
+        raise click.BadParameter("give one or more positive lambdas")
+    return sorted(set(values))
+
+
 def _model_options(f):
     f = click.option(
         "--weights",
@@ -710,6 +727,8 @@ checkpoint before exiting.
                    "the rest are listed and start fresh.")
 @click.option("--val-dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Images for periodic validation with real bitstreams (the first --val-images).")
+@click.option("--val-lambdas", metavar="L1,L2,...", default="0.0017,0.0067,0.0483,0.2", show_default=True,
+              callback=_lambda_list, help="Lambdas (CompressAI convention) of the periodic validation.")
 @click.option("--val-every", default=2000, show_default=True, type=click.IntRange(min=1))
 @click.option("--log-every", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--checkpoint-minutes", default=5.0, show_default=True, type=click.FloatRange(min=0.1))
@@ -758,7 +777,7 @@ the table goes to bound.md, the numbers to bound.json and the plot
 @click.argument("bound_weights", type=click.Path(exists=True, dir_okay=False), metavar="BOUND_WEIGHTS")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False), metavar="DIR")
 @click.option("--weights", metavar="PATH", default=None, help="The codec's weights (default: the shipped ones).")
-@click.option("--lambdas", metavar="L1,L2,...", default=None,
+@click.option("--lambdas", metavar="L1,L2,...", default=None, callback=_lambda_list,
               help="Lambdas (CompressAI convention), comma-separated.  Default: 8 values log-spaced over "
               "the codec's range.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Only the first N images.")
@@ -776,7 +795,7 @@ def bound(bound_weights, dataset, weights, lambdas, limit, no_codec, out):
         teacher = load_bound_model(bound_weights)
         codec = None if no_codec else load_model(weights)
         images = [load_image(str(p), drop_alpha=True)[0] for p in list_images(dataset, limit)]
-        values = ([float(v) for v in _comma_list(lambdas)] if lambdas else
+        values = (lambdas if lambdas else
                   default_lambdas(codec.lambda_range if codec else cli_lambda_range(teacher.cfg)))
         with click.progressbar(length=len(images) * len(values) * (1 if no_codec else 2), label="measuring",
                                file=sys.stderr) as bar:
@@ -845,13 +864,9 @@ def _eval_command_line(ctx: click.Context) -> list[str]:
     return words
 
 
-def _comma_list(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
-
-
 @cli.command(name="eval", epilog=EVAL_EPILOG, short_help="Rate-distortion evaluation against classic codecs.")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False), metavar="DATASET_DIR")
-@click.option("--lambdas", metavar="L1,L2,...", default=None,
+@click.option("--lambdas", metavar="L1,L2,...", default=None, callback=_lambda_list,
               help="bgcodec lambdas (CompressAI convention), comma-separated.  Default: 8 values "
               "log-spaced across the loaded weights' lambda range.")
 @click.option("--codecs", metavar="NAME,...", default=",".join(EVAL_CODECS), show_default=True,
@@ -884,16 +899,6 @@ def eval_command(ctx, dataset, lambdas, codecs, weights, device, out, limit, bd_
         raise click.BadParameter(f"unknown codec(s) {', '.join(unknown)} (choose from {', '.join(EVAL_CODECS)}, "
                                  "or 'none')", ctx, param_hint="--codecs")
     names = list(dict.fromkeys(names))
-    lambda_values = None
-    if lambdas is not None:
-        try:
-            lambda_values = [float(v) for v in _comma_list(lambdas)]
-        except ValueError:
-            raise click.BadParameter(f"{lambdas!r} is not a comma-separated list of numbers", ctx,
-                                     param_hint="--lambdas") from None
-        if not lambda_values or any(not v > 0 for v in lambda_values):
-            raise click.BadParameter("give one or more positive lambdas", ctx, param_hint="--lambdas")
-        lambda_values = sorted(set(lambda_values))
     from bgcodec.evaluation import EvalOptions, dataset_name, output_names, run
 
     if out is None:
@@ -925,7 +930,7 @@ def eval_command(ctx, dataset, lambdas, codecs, weights, device, out, limit, bd_
             reporter.bar_active = False
             bar.__exit__(None, None, None)
 
-    options = EvalOptions(dataset=dataset, out=out, lambdas=lambda_values, codecs=names, weights=weights,
+    options = EvalOptions(dataset=dataset, out=out, lambdas=lambdas, codecs=names, weights=weights,
                           device=device.lower(), limit=limit, bd_method=bd_method, anchors=anchors,
                           command=_eval_command_line(ctx))
     try:

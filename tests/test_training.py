@@ -178,3 +178,38 @@ def test_two_process_ddp_on_cpu(image_dir, tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2]
     training = json.loads(load_model(str(out / "ema.safetensors")).metadata["training"])
     assert training["lambda_sampling"] == "log-uniform"
+
+
+def test_cli_val_lambdas_set_the_validation_points(image_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from bgcodec.cli import cli
+
+    args = ["train", str(image_dir), "-o", str(tmp_path / "run"), "--config", "tiny", "--steps", "2",
+            "--batch-size", "2", "--crop", "64", "--log-every", "1", "--threads", "1", "--device", "cpu",
+            "--val-dir", str(image_dir), "--val-every", "2"]
+    result = CliRunner().invoke(cli, args + ["--val-lambdas", "0.02, 0.005"])
+    assert result.exit_code == 0, result.output
+    assert [float(r["lambda"]) for r in read_csv(tmp_path / "run" / "val.csv")] == [0.005, 0.02]
+    bad = CliRunner().invoke(cli, args + ["--val-lambdas", "0.01,-1"])
+    assert bad.exit_code == 2 and "--val-lambdas" in bad.output
+
+
+def test_training_curve_history_continues_with_new_runs(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "training_curve.py"
+    spec = importlib.util.spec_from_file_location("training_curve", script)
+    curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curve)
+    history = tmp_path / "history.csv"
+    history.write_text("step,lambda,bpp,psnr\n1000,0.0067,0.300,31.00\n1000,0.2,1.200,39.00\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "val.csv").write_text("step,lambda,bpp,psnr\n500,0.0067,0.29,31.5\n")
+    (run / "log.csv").write_text("step,loss\n250,1\n600,1\n")
+    merged = curve.add_runs(curve.read_history(history), [run])
+    assert sorted(merged[0.0067]) == [(1000, 0.3, 31.0), (1500, 0.29, 31.5)]
+    curve.write_history(merged, tmp_path / "merged.csv")
+    assert curve.read_history(tmp_path / "merged.csv") == merged
