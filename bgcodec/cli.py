@@ -19,7 +19,7 @@ import click
 from bgcodec import __version__
 from bgcodec.errors import BgcodecError, one_line
 from bgcodec.imageio import DEFAULT_MAX_PIXELS
-from bgcodec.lambdas import SAMPLINGS
+from bgcodec.lambdas import SAMPLINGS, VALIDATION_LAMBDAS
 
 PROG = "bgcodec"
 STDIO = "-"
@@ -727,8 +727,8 @@ checkpoint before exiting.
                    "the rest are listed and start fresh.")
 @click.option("--val-dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Images for periodic validation with real bitstreams (the first --val-images).")
-@click.option("--val-lambdas", metavar="L1,L2,...", default="0.0017,0.0067,0.0483,0.2", show_default=True,
-              callback=_lambda_list, help="Lambdas (CompressAI convention) of the periodic validation.")
+@click.option("--val-lambdas", metavar="L1,L2,...", default=",".join(map(str, VALIDATION_LAMBDAS)),
+              show_default=True, callback=_lambda_list, help="Lambdas (CompressAI convention) of the periodic validation.")
 @click.option("--val-every", default=2000, show_default=True, type=click.IntRange(min=1))
 @click.option("--log-every", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--checkpoint-minutes", default=5.0, show_default=True, type=click.FloatRange(min=0.1))
@@ -795,8 +795,7 @@ def bound(bound_weights, dataset, weights, lambdas, limit, no_codec, out):
         teacher = load_bound_model(bound_weights)
         codec = None if no_codec else load_model(weights)
         images = [load_image(str(p), drop_alpha=True)[0] for p in list_images(dataset, limit)]
-        values = (lambdas if lambdas else
-                  default_lambdas(codec.lambda_range if codec else cli_lambda_range(teacher.cfg)))
+        values = lambdas or default_lambdas(codec.lambda_range if codec else cli_lambda_range(teacher.cfg))
         with click.progressbar(length=len(images) * len(values) * (1 if no_codec else 2), label="measuring",
                                file=sys.stderr) as bar:
             bound_rows = bound_curve(teacher, images, values, progress=lambda: bar.update(1))

@@ -21,6 +21,9 @@ CLI_PER_MODEL = 4 * 3 * BITS_PER_NAT / 255**2
 SAMPLINGS = ("cube-root", "log-uniform", "log-middle")
 """How training draws λ per crop (bgcodec.training.sample_lambdas)."""
 
+VALIDATION_LAMBDAS = (0.0017, 0.0067, 0.0483, 0.2)
+"""CLI-convention λ of training's periodic validation (the points of the shipped training curve)."""
+
 
 def to_model(lmbda_cli: float) -> float:
     """Convert a CompressAI-convention λ to the model's internal λ."""

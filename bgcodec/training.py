@@ -76,7 +76,7 @@ class TrainOptions:
     val_dir: str | None = None
     val_images: int = 3
     val_every: int = 2000
-    val_lambdas: list[float] = field(default_factory=lambda: [0.0017, 0.0067, 0.0483, 0.2])
+    val_lambdas: list[float] = field(default_factory=lambda: list(lambdas.VALIDATION_LAMBDAS))
 
     @property
     def sampled_lambdas(self) -> str:
