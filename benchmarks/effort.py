@@ -3,9 +3,12 @@
 For each synthesis (full, shallow) and --effort level, encodes every image at each λ with
 the real coder, decodes it, and prints the mean bpp / PSNR per λ, the BD-rate (PSNR,
 PCHIP) against the default encode (full synthesis, effort 0) and the mean encode time per
-image. SGA is slow on a CPU: use --limit and --crop for a quick look.
+image, then each curve's PSNR at 0.25 / 0.5 / 0.75 / 1 bpp (log-bpp interpolation). SGA is
+slow on a CPU: use --limit and --crop for a quick look, --lambda-values to spend the time
+where you need it.
 
     python benchmarks/effort.py --limit 4 --crop 256 --efforts 0,1
+    python benchmarks/effort.py --syntheses full --lambda-values 0.002,0.005,0.012,0.03
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ sys.path.insert(0, str(REPO))
 
 from bgcodec.bdrate import BDError, bd_rate  # noqa: E402
 from bgcodec.codec import Codec  # noqa: E402
+from bgcodec.curves import psnr_at  # noqa: E402
 from bgcodec.evaluation import default_lambdas  # noqa: E402
 from bgcodec.metrics import psnr  # noqa: E402
 from bgcodec.sga import EFFORT_ITERATIONS  # noqa: E402
 from bgcodec.system import cpu_model  # noqa: E402
 
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "kodak"
+TABLE_RATES = (0.25, 0.5, 0.75, 1.0)
 
 
 def load(path: Path, crop: int | None) -> np.ndarray:
@@ -66,6 +71,7 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--crop", type=int, default=None, help="centre crops of this size")
     parser.add_argument("--lambdas", type=int, default=4, help="number of λ values across the weights' range")
+    parser.add_argument("--lambda-values", default=None, help="comma-separated λ values (instead of --lambdas)")
     parser.add_argument("--efforts", default="0,1", help="comma-separated effort levels")
     parser.add_argument("--syntheses", default="full,shallow")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for SGA (default: torch's)")
@@ -76,7 +82,10 @@ def main(argv=None) -> int:
     paths = sorted(p for p in args.images.iterdir() if p.suffix.lower() == ".png")[: args.limit]
     images = [load(p, args.crop) for p in paths]
     codec = Codec.load(args.weights, "cpu")
-    lambdas = default_lambdas(codec.lambda_range, args.lambdas)
+    if args.lambda_values:
+        lambdas = [float(v) for v in args.lambda_values.split(",")]
+    else:
+        lambdas = default_lambdas(codec.lambda_range, args.lambdas)
     efforts = [int(e) for e in args.efforts.split(",")]
     syntheses = args.syntheses.split(",")
     print(f"{len(images)} images from {args.images} ({'centre ' + str(args.crop) + '² crops' if args.crop else 'whole'}),"
@@ -102,7 +111,18 @@ def main(argv=None) -> int:
             except BDError as exc:
                 bd = str(exc)
         print(f"| {synthesis} | {effort} ({EFFORT_ITERATIONS[effort]}) | {bd} | {t:.2f} |")
+    print_rate_table(results)
     return 0
+
+
+def print_rate_table(results: dict) -> None:
+    """PSNR of each curve at TABLE_RATES; '—' outside the measured rates."""
+    print("\n| synthesis | effort | " + " | ".join(f"PSNR at {r} bpp" for r in TABLE_RATES) + " |")
+    print("|---|---|" + "---:|" * len(TABLE_RATES))
+    for (synthesis, effort), (curve, _) in results.items():
+        rows = [{"bpp": b, "psnr": q} for b, q in curve]
+        cells = [psnr_at(rows, rate) for rate in TABLE_RATES]
+        print(f"| {synthesis} | {effort} | " + " | ".join("—" if c is None else f"{c:.2f}" for c in cells) + " |")
 
 
 if __name__ == "__main__":
