@@ -36,7 +36,7 @@ STRIDES = (64, 32, 16, 8)
 
 def stage_rates(model, image: np.ndarray, lmbda_model: float, noisy: bool) -> tuple[list[float], float]:
     """Bits per pixel of each latent stage, and the PSNR of the full synthesis."""
-    x = image_to_tensor(image)
+    x = image_to_tensor(image, torch.float32)
     with torch.no_grad():
         out, rates = model(x, torch.tensor([lmbda_model]), noisy=noisy)
     pixels = image.shape[0] * image.shape[1]

@@ -8,7 +8,7 @@ Decoding is timed with the full and with the shallow synthesis. ``--breakdown`` 
 splits the first image's times into analysis (bottom-up), the top-down probability path,
 entropy coding and the parts of the full synthesis. ``--cli`` also times whole
 ``bgcodec encode`` / ``bgcodec decode`` processes (start-up, model loading, file I/O) on the
-first image. The codec always runs on one CPU thread (see bgcodec/codec.py).
+first image. ``--threads`` sets torch's CPU threads (default: torch's own count).
 
     python benchmarks/codec_speed.py --limit 2
     python benchmarks/codec_speed.py --weights random:small --breakdown --cli
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bgcodec import container, entropy  # noqa: E402
-from bgcodec.codec import Codec, image_to_tensor, single_threaded, tensor_to_image  # noqa: E402
+from bgcodec.codec import PRECISION, Codec, image_to_tensor, tensor_to_image  # noqa: E402
 from bgcodec.model import PAD_MULTIPLE  # noqa: E402
 from bgcodec.system import cpu_model  # noqa: E402
 from bgcodec.weights import resolve  # noqa: E402
@@ -68,16 +68,20 @@ def breakdown(codec: Codec, image: np.ndarray, lmbda: float, repeat: int) -> lis
     height, width = image.shape[:2]
     rows = []
 
-    with torch.no_grad(), single_threaded():
-        lm = torch.tensor([lmbda_model], dtype=torch.float32)
+    with torch.no_grad():
+        lm = torch.tensor([lmbda_model], dtype=PRECISION)
         t, _ = median_time(lambda: model.condition(lm), repeat)
         rows.append(("λ embedding (per call below)", t))
         t, x = median_time(lambda: image_to_tensor(image), repeat)
         rows.append(("encode: image → tensor (pad)", t))
         t, taps = median_time(lambda: model.analyse(x, lm), repeat)
         rows.append(("encode: analysis (bottom-up)", t))
-        t, (symbols, indices, h) = median_time(lambda: model.encode_latents(taps, lm), repeat)
+        t, (symbols, log_scales, h) = median_time(lambda: model.encode_latents(taps, lm), repeat)
         rows.append(("encode: top-down probability path", t))
+        t, indices = median_time(lambda: [entropy.scale_indices(s) for s in log_scales], repeat)
+        rows.append(("encode: scale indices", t))
+        t, _ = median_time(lambda: [entropy.near_threshold(s) for s in log_scales], repeat)
+        rows.append(("encode: pinned scales", t))
         t, streams = median_time(lambda: [entropy.encode_symbols(s, i) for s, i in zip(symbols, indices)], repeat)
         rows.append(("encode: entropy coding (ANS)", t))
 
@@ -92,22 +96,25 @@ def breakdown(codec: Codec, image: np.ndarray, lmbda: float, repeat: int) -> lis
         t, (header, streams) = median_time(lambda: container.unpack(data), repeat)
         rows.append(("decode: container", t))
         grid = (math.ceil(height / PAD_MULTIPLE), math.ceil(width / PAD_MULTIPLE))
-        coding = []
+        coding, dec_indices = [], []
 
-        def read_symbols(i, idx):
+        def read_symbols(i, log_scale):
             t0 = time.perf_counter()
+            idx = entropy.scale_indices(log_scale)
+            dec_indices.append(idx)
             out = entropy.decode_symbols(streams[i], idx)
             coding[-1] += time.perf_counter() - t0
             return out
 
         def top_down():
             coding.append(0.0)
+            dec_indices.clear()
             return model.decode_latents(lm, grid, read_symbols)
 
-        t, (dec_indices, h_dec) = median_time(top_down, repeat)
+        t, h_dec = median_time(top_down, repeat)
         t_coding = statistics.median(coding[1:]) if len(coding) > 1 else coding[0]
         rows.append(("decode: top-down probability path", t - t_coding))
-        rows.append(("decode: entropy decoding (ANS)", t_coding))
+        rows.append(("decode: scale indices + entropy decoding (ANS)", t_coding))
         t, _ = median_time(lambda: entropy.indices_checksum(dec_indices), repeat)
         rows.append(("decode: index checksum", t))
         emb = model.condition(lm)[0]
@@ -138,8 +145,10 @@ def breakdown(codec: Codec, image: np.ndarray, lmbda: float, repeat: int) -> lis
 
 
 def print_cli_times(path: Path, weights: str | None, lmbda: float, repeat: int) -> None:
-    """Median wall time of whole `bgcodec encode` / `bgcodec decode` processes."""
+    """Median wall time of whole `bgcodec encode` / `bgcodec decode` processes, with this
+    process's thread count."""
     extra = ["--weights", weights] if weights else []
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         bgv, png = Path(tmp) / "x.bgv", Path(tmp) / "x.png"
         commands = {
@@ -154,7 +163,7 @@ def print_cli_times(path: Path, weights: str | None, lmbda: float, repeat: int) 
         print("| command | s |")
         print("|---|---:|")
         for name, cmd in commands.items():
-            t, _ = median_time(lambda: subprocess.run(cmd, check=True, cwd=REPO), repeat)
+            t, _ = median_time(lambda: subprocess.run(cmd, check=True, cwd=REPO, env=env), repeat)
             print(f"| bgcodec {name} | {t:.3f} |")
 
 
@@ -167,7 +176,10 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--breakdown", action="store_true", help="time split for the first image")
     parser.add_argument("--cli", action="store_true", help="whole-process CLI times for the first image")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
 
@@ -202,7 +214,7 @@ def main(argv=None) -> int:
     # default thread count many times slower; say how it was set.
     print(f"\nmean over {len(results)} images: {mean[0]:.4f} bpp, encode {mean[1]:.3f} s, decode {mean[2]:.3f} s "
           f"(shallow synthesis: {mean[3]:.3f} s); "
-          f"1 thread on {cpu_model()} ({os.cpu_count()} logical CPUs{load}), torch {torch.__version__}")
+          f"{torch.get_num_threads()} thread(s) on {cpu_model()} ({os.cpu_count()} logical CPUs{load}), torch {torch.__version__}")
     if args.cli:
         print_cli_times(paths[0], args.weights, args.lmbda, args.repeat)
 

@@ -1,21 +1,20 @@
 """Image ↔ .bgv bytes with a loaded BG-VAE.
 
-Determinism (DESIGN-NOTES §8): the prior parameters that select the coder's tables come
-from one canonical path, the top-down network in float32 on the CPU, run identically by
-the encoder (from the dequantised latents) and the decoder. Only the bottom-up analysis
-and the synthesis, which never touch the coder's tables, may run on a GPU.
-
-On the CPU everything runs on one thread: MKL's float32 GEMM gives results that depend on
-the thread count in the last bits for some matrix shapes, which would let a decoder on a
-machine with another core count rebuild different tables. For throughput, run several
-files in parallel processes (e.g. ``xargs -P``).
+Portability (docs/DESIGN.md, portable bitstreams): the coder's tables are chosen by the
+prior scales that the top-down network computes, and a decoder must choose exactly the
+encoder's. Every part of the model runs in float64, where kernels of other instruction
+sets, thread counts or devices move a value by about 1e-15 of its size; the few scales
+that lie closer than ``entropy.PIN_MARGIN`` to a threshold between two table entries are
+pinned, their index stored in the file, so no drift below that margin can change a table.
+The probability path (the top-down network) runs on the CPU; the bottom-up analysis and
+the synthesis may run on a GPU. SGA (``effort`` > 0) optimises in float32: its result is
+the encoder's free choice of latents, which the float64 path then codes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -27,18 +26,8 @@ from .imageio import DEFAULT_MAX_PIXELS
 from .model import PAD_MULTIPLE, BGVAE
 from .weights import LoadedModel, load_model
 
+PRECISION = torch.float64
 LAMBDA_TOLERANCE = 1e-6
-
-
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run torch's CPU kernels on one thread (process-wide), restoring the count afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def pick_device(device: str) -> torch.device:
@@ -51,11 +40,11 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+def image_to_tensor(image: np.ndarray, dtype: torch.dtype = PRECISION) -> torch.Tensor:
     """HxWx3 uint8 → 1x3xH'xW' in [0, 1], edge-padded at the bottom and right to multiples of 64."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise BgcodecError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
-    x = torch.tensor(image).permute(2, 0, 1)[None].float() / 255
+    x = torch.tensor(image).permute(2, 0, 1)[None].to(dtype) / 255
     h, w = image.shape[:2]
     pad_h, pad_w = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
@@ -63,8 +52,20 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 
 def tensor_to_image(out: torch.Tensor, height: int, width: int) -> np.ndarray:
     """Decoder output in [-1, 1] (1x3xH'xW') → HxWx3 uint8, cropped to the original size."""
-    pixels = ((out[0, :, :height, :width].float().clamp(-1, 1) + 1) * 127.5).round()
+    pixels = ((out[0, :, :height, :width].clamp(-1, 1) + 1) * 127.5).round()
     return pixels.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def _pins_by_latent(pins: tuple[tuple[int, int, int], ...], name: str) -> dict[int, tuple[list[int], list[int]]]:
+    """The file's pinned scales as {latent: (positions, indices)}."""
+    by_latent: dict[int, tuple[list[int], list[int]]] = {}
+    for latent, position, index in pins:
+        if index >= entropy.SCALE_LEVELS:
+            raise FormatError(f"{name}: a pinned scale index {index} is past the table's {entropy.SCALE_LEVELS}")
+        positions, values = by_latent.setdefault(latent, ([], []))
+        positions.append(position)
+        values.append(index)
+    return by_latent
 
 
 def _check_synthesis(synthesis: str) -> None:
@@ -76,15 +77,19 @@ class Codec:
     """A loaded model plus the devices it runs on. Reuse one instance for many images."""
 
     def __init__(self, loaded: LoadedModel, device: torch.device):
-        self.model: BGVAE = loaded.model.eval()
+        self.model: BGVAE = loaded.model.eval().to(PRECISION)
         self.identity = loaded.identity
         self.lambda_range = loaded.lambda_range
         self.metadata = loaded.metadata
         self.device = device
         # The CPU model always computes the priors; a GPU copy may do analysis and synthesis.
-        self.accelerated = self.model if device.type == "cpu" else BGVAE(self.model.cfg).to(device).eval()
-        if self.accelerated is not self.model:
-            self.accelerated.load_state_dict(self.model.state_dict())
+        self.accelerated = self.model if device.type == "cpu" else self._copy(device, PRECISION)
+        self._sga_model: BGVAE | None = None
+
+    def _copy(self, device: torch.device, dtype: torch.dtype) -> BGVAE:
+        model = BGVAE(self.model.cfg).to(device, dtype).eval()
+        model.load_state_dict(self.model.state_dict())
+        return model
 
     @classmethod
     def load(cls, weights: str | None = None, device: str = "auto") -> "Codec":
@@ -92,7 +97,8 @@ class Codec:
 
     @staticmethod
     def _lambda_tensor(model: BGVAE, lmbda_model: float) -> torch.Tensor:
-        return torch.tensor([lmbda_model], dtype=torch.float32, device=next(model.parameters()).device)
+        parameter = next(model.parameters())
+        return torch.tensor([lmbda_model], dtype=parameter.dtype, device=parameter.device)
 
     def check_lambda(self, lmbda: float) -> float:
         """Validate a CLI-convention λ and return the model-convention λ as stored (float32)."""
@@ -128,24 +134,34 @@ class Codec:
                                f"(about 2 GiB of memory per megapixel); this one has {height * width:,}")
         x = image_to_tensor(image).to(self.device)
         lmbda_device = self._lambda_tensor(self.accelerated, lmbda_model)
-        with single_threaded():
-            taps = self.accelerated.analyse(x, lmbda_device)
+        taps = self.accelerated.analyse(x, lmbda_device)
         residuals = None
+        if sga.EFFORT_ITERATIONS[effort]:
+            residuals = self._optimise(x, taps, lmbda_model, effort, synthesis, height, width, progress)
+        symbols, log_scales, h = self.model.encode_latents(
+            [t.cpu() for t in taps], self._lambda_tensor(self.model, lmbda_model), depth, residuals)
+        indices = [entropy.scale_indices(s) for s in log_scales[:depth]]
+        streams = [entropy.encode_symbols(s, i) for s, i in zip(symbols, indices)]
+        pins = tuple((latent, int(position), int(idx.flat[position]))
+                     for latent, (idx, s) in enumerate(zip(indices, log_scales))
+                     for position in entropy.near_threshold(s, entropy.PIN_MARGIN))
+        header = container.Header(model_id=self.identity, lmbda=lmbda_model, height=height, width=width,
+                                  synthesis=synthesis, index_checksum=entropy.indices_checksum(indices), pins=pins)
+        data = container.pack(header, streams)
+        if not return_reconstruction:
+            return data
+        return data, self._synthesize(h, lmbda_model, height, width, synthesis)
+
+    def _optimise(self, x: torch.Tensor, taps: list[torch.Tensor], lmbda_model: float, effort: int, synthesis: str,
+                  height: int, width: int, progress: Callable[[int, int], None] | None) -> list[torch.Tensor]:
+        """SGA's residuals for every latent, optimised in float32 on the analysis device."""
+        if self._sga_model is None:
+            self._sga_model = self._copy(self.device, torch.float32)
         iterations = sga.EFFORT_ITERATIONS[effort]
-        if iterations:  # any thread count: the optimised residuals are the encoder's free choice
-            residuals = sga.optimise_latents(self.accelerated, x, taps, lmbda_device, iterations, synthesis,
-                                             height, width, progress and (lambda n: progress(n, iterations)))
-            residuals = [r.float().cpu() for r in residuals]
-        with single_threaded():
-            symbols, indices, h = self.model.encode_latents(
-                [t.float().cpu() for t in taps], self._lambda_tensor(self.model, lmbda_model), depth, residuals)
-            streams = [entropy.encode_symbols(s, i) for s, i in zip(symbols[:depth], indices[:depth])]
-            header = container.Header(model_id=self.identity, lmbda=lmbda_model, height=height, width=width,
-                                      synthesis=synthesis, index_checksum=entropy.indices_checksum(indices[:depth]))
-            data = container.pack(header, streams)
-            if not return_reconstruction:
-                return data
-            return data, self._synthesize(h, lmbda_model, height, width, synthesis)
+        residuals = sga.optimise_latents(self._sga_model, x.float(), [t.float() for t in taps],
+                                         self._lambda_tensor(self._sga_model, lmbda_model), iterations, synthesis,
+                                         height, width, progress and (lambda n: progress(n, iterations)))
+        return [r.to("cpu", PRECISION) for r in residuals]
 
     @torch.no_grad()
     def decode(self, data: bytes, name: str = "<input>", max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -157,10 +173,6 @@ class Codec:
         """
         if synthesis is not None:
             _check_synthesis(synthesis)
-        with single_threaded():
-            return self._decode(data, name, max_pixels, synthesis)
-
-    def _decode(self, data: bytes, name: str, max_pixels: int, synthesis: str | None) -> np.ndarray:
         header, streams = container.unpack(data, name)
         if header.height * header.width > max_pixels:
             raise FormatError(f"{name}: image of {header.width}x{header.height} pixels exceeds the limit of "
@@ -171,22 +183,28 @@ class Codec:
         depth = len(streams)
         if depth > self.model.cfg.num_latents:
             raise FormatError(f"{name}: file has {depth} latents, the model only {self.model.cfg.num_latents}")
+        pins = _pins_by_latent(header.pins, name)
+        indices = []
 
-        def read_symbols(i: int, idx: np.ndarray) -> np.ndarray | None:
+        def read_symbols(i: int, log_scale: np.ndarray) -> np.ndarray | None:
             if i >= depth:
                 return None
+            idx = entropy.scale_indices(log_scale)
+            positions, values = pins.get(i, ([], []))
+            if len(positions) and positions[-1] >= idx.size:
+                raise FormatError(f"{name}: latent {i + 1}: a pinned scale lies outside the latent")
+            idx.reshape(-1)[positions] = values
+            indices.append(idx)
             try:
                 return entropy.decode_symbols(streams[i], idx)
             except FormatError as e:
                 raise FormatError(f"{name}: latent {i + 1}: {e}") from None
 
         grid = (math.ceil(header.height / PAD_MULTIPLE), math.ceil(header.width / PAD_MULTIPLE))
-        indices, h = self.model.decode_latents(self._lambda_tensor(self.model, header.lmbda), grid,
-                                                 read_symbols)
-        if entropy.indices_checksum(indices[:depth]) != header.index_checksum:
+        h = self.model.decode_latents(self._lambda_tensor(self.model, header.lmbda), grid, read_symbols)
+        if entropy.indices_checksum(indices) != header.index_checksum:
             raise FormatError(f"{name}: the decoder rebuilt different probabilities than the encoder "
-                              "(scale-index checksum mismatch); decode with the same bgcodec, torch build and "
-                              "CPU type, or the file is corrupt")
+                              "(scale-index checksum mismatch); the file is corrupt")
         return self._synthesize(h, header.lmbda, header.height, header.width, synthesis or header.synthesis)
 
     def _synthesize(self, h: torch.Tensor, lmbda_model: float, height: int, width: int, synthesis: str) -> np.ndarray:

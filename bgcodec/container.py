@@ -3,13 +3,17 @@
 Layout, all integers little-endian::
 
     "BGV"  version(u8)  model_id(4)  lambda(f32)  height(varint)  width(varint)
-    flags(u8)  len_1 .. len_D (varints)  index_crc(u32)
+    flags(u8)  len_1 .. len_D (varints)
+    pin_count(varint)  pin_1 .. pin_P     -- pin: latent(varint) position(varint) index(u8)
+    index_crc(u32)
     stream_1 .. stream_D
     file_crc(u32)      -- CRC-32 of every byte before it
 
 ``flags``: bits 0-3 = D (number of latent streams, 1..15), bit 4 = shallow
 synthesis, bits 5-7 reserved (0).  Varints are unsigned LEB128, canonical
-(shortest form), at most 5 bytes.
+(shortest form), at most 5 bytes. A pin fixes the scale index of one latent position
+(0-based latent, flat position within it) to the encoder's; pins are sorted by (latent,
+position) without repeats.
 
 Standard library only: ``bgcodec info`` reads files without numpy or torch.
 """
@@ -38,7 +42,9 @@ __all__ = [
 ]
 
 MAGIC = b"BGV"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+OLD_VERSIONS = {1: "written by bgcodec 0.1, whose files decode only on the kind of CPU that wrote them; "
+                   "decode it with bgcodec 0.1 and encode the image again"}
 MAX_DIM = 1 << 20
 """Largest accepted height or width."""
 MAX_DEPTH = 15
@@ -66,6 +72,8 @@ class Header:
     """``"full"`` or ``"shallow"``."""
     index_checksum: int
     """CRC-32 of the scale indices (:func:`bgcodec.entropy.indices_checksum`)."""
+    pins: tuple[tuple[int, int, int], ...] = ()
+    """(latent, flat position, scale index) of each pinned scale, sorted."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_id, (bytes, bytearray)) or len(self.model_id) != 4:
@@ -81,6 +89,11 @@ class Header:
         c = self.index_checksum
         if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c <= 0xFFFFFFFF:
             raise ValueError(f"index_checksum must be a uint32, got {c!r}")
+        for pin in self.pins:
+            if len(pin) != 3 or not all(isinstance(v, int) and v >= 0 for v in pin) or pin[2] > 255:
+                raise ValueError(f"a pin is (latent, position, index) of non-negative ints, got {pin!r}")
+        if list(self.pins) != sorted(set(self.pins)) or len({p[:2] for p in self.pins}) != len(self.pins):
+            raise ValueError("pins must be sorted by (latent, position), each position once")
 
 
 def _varint(n: int) -> bytes:
@@ -124,6 +137,8 @@ def _head(header: Header, lengths: list[int]) -> bytes:
         _varint(header.width),
         bytes([flags]),
         *(_varint(n) for n in lengths),
+        _varint(len(header.pins)),
+        *(_varint(latent) + _varint(position) + bytes([index]) for latent, position, index in header.pins),
         struct.pack("<I", header.index_checksum),
     ]
     return b"".join(parts)
@@ -186,6 +201,8 @@ def unpack(data: bytes, name: str = "<input>") -> tuple[Header, list[bytes]]:
         raise r.fail("not a bgcodec file (bad magic)")
     r.take(3)
     version = r.take(1)[0]
+    if version in OLD_VERSIONS:
+        raise r.fail(f"format version {version}, {OLD_VERSIONS[version]}")
     if version != FORMAT_VERSION:
         raise r.fail(
             f"unsupported format version {version} (this bgcodec reads version {FORMAT_VERSION})"
@@ -197,6 +214,8 @@ def unpack(data: bytes, name: str = "<input>") -> tuple[Header, list[bytes]]:
     flags = r.take(1)[0]
     depth = flags & _FLAG_DEPTH_MASK
     lengths = [r.varint(f"length of stream {i + 1}") for i in range(depth)]
+    pins = tuple((r.varint("pin latent"), r.varint("pin position"), r.take(1)[0])
+                 for _ in range(r.varint("pin count")))
     (index_crc,) = struct.unpack("<I", r.take(4))
     head_end = r.pos
 
@@ -227,6 +246,10 @@ def unpack(data: bytes, name: str = "<input>") -> tuple[Header, list[bytes]]:
         raise r.fail(f"image size {width}x{height} too large (max {MAX_DIM} per side)")
     if not math.isfinite(lmbda) or lmbda <= 0:
         raise r.fail(f"invalid lambda {lmbda}")
+    if any(latent >= depth for latent, _, _ in pins):
+        raise r.fail(f"a pinned scale names a latent past the last of {depth}")
+    if list(pins) != sorted(set(pins)) or len({p[:2] for p in pins}) != len(pins):
+        raise r.fail("pinned scales out of order or repeated")
 
     streams = []
     pos = head_end
@@ -240,6 +263,7 @@ def unpack(data: bytes, name: str = "<input>") -> tuple[Header, list[bytes]]:
         width=width,
         synthesis="shallow" if flags & _FLAG_SHALLOW else "full",
         index_checksum=index_crc,
+        pins=pins,
     )
     return header, streams
 
@@ -260,6 +284,7 @@ def format_info(header: Header, streams: list[bytes], total_bytes: int) -> dict:
         "synthesis": header.synthesis,
         "stream_bytes": [len(s) for s in streams],
         "index_checksum": f"{header.index_checksum:08x}",
+        "pinned_scales": len(header.pins),
         "header_bytes": head,
         "overhead_bytes": total_bytes - payload,
         "total_bytes": total_bytes,

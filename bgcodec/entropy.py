@@ -1,13 +1,16 @@
-"""ANS entropy coding of one latent tensor's integer residuals (DESIGN-NOTES §7).
+"""ANS entropy coding of one latent tensor's integer residuals (docs/FORMAT.md §5).
 
 Each symbol ``k = round(qm - pm)`` is coded with a zero-mean discretised
 Gaussian whose standard deviation is ``SCALE_TABLE[idx]``.  The coder therefore
 depends only on integer inputs (symbols and scale indices), never on raw network
-floats (DESIGN-NOTES §8.3).
+floats, and its 64 probability tables are integers computed with IEEE 754
+additions, multiplications and divisions alone, so they are the same on every
+machine (docs/DESIGN.md, portable bitstreams).
 
 Stream layout (one ``constriction`` ANS stack per call, read in this order):
 
-1. main symbols ``clip(k, -R, R)`` with ``QuantizedGaussian(-R, R)``;
+1. main symbols ``clip(k, -R, R)``, grouped by scale index (ascending; C order
+   within a group), each group with its index's categorical table;
 2. for each escaped position (``|k| >= R``), in forward order, the Exp-Golomb
    prefix ``nb = floor(log2 v)`` of the excess ``v = |k| - R + 1`` with
    ``Uniform(32)``;
@@ -20,6 +23,7 @@ the standard library.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import Callable, TypeVar
 
@@ -33,6 +37,7 @@ __all__ = [
     "SUPPORT_RADIUS",
     "MAX_ABS_SYMBOL",
     "scale_indices",
+    "near_threshold",
     "encode_symbols",
     "decode_symbols",
     "indices_checksum",
@@ -41,15 +46,32 @@ __all__ = [
 SCALE_MIN = 0.11
 SCALE_MAX = 20.0
 SCALE_LEVELS = 64
+_SCALE_RATIO = 1.0860936108821257
+"""(SCALE_MAX / SCALE_MIN) ** (1 / 63), written out: the table is built by multiplication
+alone, which IEEE 754 rounds the same way everywhere (``exp`` and ``pow`` differ between
+math libraries in the last bit)."""
 
-SCALE_TABLE: np.ndarray = np.exp(
-    np.linspace(np.log(SCALE_MIN), np.log(SCALE_MAX), SCALE_LEVELS, dtype=np.float64)
-)
-"""64 standard deviations log-spaced in [0.11, 20] (QARV / CompressAI table), float64."""
+
+def _geometric_table() -> np.ndarray:
+    table = [SCALE_MIN]
+    for _ in range(SCALE_LEVELS - 1):
+        table.append(table[-1] * _SCALE_RATIO)
+    return np.array(table, dtype=np.float64)
+
+
+SCALE_TABLE: np.ndarray = _geometric_table()
+"""64 standard deviations log-spaced from 0.11 to 20 (QARV / CompressAI table), float64,
+identical on every machine."""
 SCALE_TABLE.setflags(write=False)
 
-_SCALE_TABLE_F32 = SCALE_TABLE.astype(np.float32)
-_SCALE_TABLE_F32.setflags(write=False)
+LOG_SCALE_BOUNDS: np.ndarray = np.log(SCALE_TABLE[:-1])
+"""The 63 thresholds in ln σ between neighbouring indices. They may differ between machines
+in the last bit; that is one more source of drift, which pinning (below) absorbs."""
+LOG_SCALE_BOUNDS.setflags(write=False)
+
+PIN_MARGIN = 1e-7
+"""A scale whose ln σ lies closer than this to a threshold is pinned: the encoder stores its
+index in the file (docs/DESIGN.md, portable bitstreams)."""
 
 SUPPORT_RADIUS = 255
 """R: the Gaussian model's support is {-R, ..., R}; |k| >= R is an escape."""
@@ -79,16 +101,32 @@ def _guard(what: str, fn: Callable[[], _T], exc: type[Exception]) -> _T:
         raise exc(f"entropy coder failed while {what}: {type(e).__name__}: {e}") from e
 
 
-def scale_indices(sigma: np.ndarray) -> np.ndarray:
-    """Index of the smallest table entry >= sigma (the scale is rounded up).
+def scale_indices(log_sigma: np.ndarray) -> np.ndarray:
+    """Index of the smallest table entry >= σ (the scale is rounded up), from ln σ.
 
-    The comparison is done in float32 so that encoder and decoder agree given
-    identical float32 network outputs.  The result is clipped to [0, 63] and
-    has dtype int32 and the shape of ``sigma``.
+    The result is clipped to [0, 63] and has dtype int32 and the shape of ``log_sigma``.
+
+    >>> scale_indices(np.log(np.array([0.05, 0.11, 0.115, 1e9])))
+    array([ 0,  0,  1, 63], dtype=int32)
     """
-    s = np.asarray(sigma).astype(np.float32)
-    idx = np.searchsorted(_SCALE_TABLE_F32, s, side="left")
-    return np.clip(idx, 0, SCALE_LEVELS - 1).astype(np.int32)
+    s = np.asarray(log_sigma, dtype=np.float64)
+    return np.searchsorted(LOG_SCALE_BOUNDS, s, side="left").astype(np.int32)
+
+
+def near_threshold(log_sigma: np.ndarray, margin: float = PIN_MARGIN) -> np.ndarray:
+    """Flat positions (int64, ascending) of the scales whose ln σ lies within ``margin``
+    of a threshold between two indices: the ones an imprecise decoder could round the
+    other way.
+
+    >>> near_threshold(np.array([LOG_SCALE_BOUNDS[5] + 1e-9, 0.3]))
+    array([0])
+    """
+    s = np.asarray(log_sigma, dtype=np.float64).reshape(-1)
+    idx = np.searchsorted(LOG_SCALE_BOUNDS, s, side="left")
+    below = LOG_SCALE_BOUNDS[np.clip(idx - 1, 0, len(LOG_SCALE_BOUNDS) - 1)]
+    above = LOG_SCALE_BOUNDS[np.clip(idx, 0, len(LOG_SCALE_BOUNDS) - 1)]
+    distance = np.minimum(np.abs(s - below), np.abs(s - above))
+    return np.flatnonzero(~(distance >= margin))  # NaN counts as near
 
 
 def _check_indices(indices: np.ndarray) -> np.ndarray:
@@ -103,11 +141,78 @@ def _check_indices(indices: np.ndarray) -> np.ndarray:
     return idx
 
 
-def _stds_for(idx: np.ndarray) -> np.ndarray:
-    stds = np.ascontiguousarray(SCALE_TABLE[idx.reshape(-1)], dtype=np.float64)
-    if stds.size and not (np.all(np.isfinite(stds)) and stds.min() > 0):
-        raise ValueError("scale table produced a non-positive or non-finite std")
-    return stds
+_SQRT_PI = 1.7724538509055159
+_SQRT_2 = 1.4142135623730951
+
+
+def _exp_neg(y: np.ndarray) -> np.ndarray:
+    """exp(-y) for 0 <= y <= 1600 by a Taylor series of exp(-y / 4096), squared 12 times."""
+    r = y / 4096.0
+    term = np.ones_like(r)
+    total = np.ones_like(r)
+    for n in range(1, 25):
+        term = term * (-r) / n
+        total = total + term
+    for _ in range(12):
+        total = total * total
+    return total
+
+
+def erfc(x: np.ndarray) -> np.ndarray:
+    """The complementary error function for x >= 0 (absolute error below 1e-13), from
+    +, −, × and ÷ alone, which IEEE 754 rounds the same on every machine (unlike libm's).
+
+    >>> bool(abs(erfc(np.array([1.0]))[0] - 0.15729920705028513) < 1e-15)
+    True
+    """
+    x = np.minimum(np.asarray(x, dtype=np.float64), 40.0)
+    small = np.minimum(x, 3.0)  # Maclaurin series of erf, for x < 3
+    term = small.copy()
+    series = small.copy()
+    for n in range(1, 61):
+        term = term * (-small * small) / n
+        series = series + term / (2 * n + 1)
+    large = np.maximum(x, 3.0)  # continued fraction of erfc, for x >= 3
+    fraction = large.copy()
+    for n in range(60, 0, -1):
+        fraction = large + (n / 2) / fraction
+    tail = _exp_neg(large * large) / (_SQRT_PI * fraction)
+    return np.where(x < 3.0, 1.0 - (2 / _SQRT_PI) * series, tail)
+
+
+PROBABILITY_BITS = 24
+"""Each table's integer frequencies sum to 2**24 (constriction's default ANS precision)."""
+
+
+@functools.cache
+def frequency_table(index: int) -> np.ndarray:
+    """The integer frequencies (int64, summing to ``2**PROBABILITY_BITS``, each at least 1)
+    of N(0, SCALE_TABLE[index]²) integrated over the unit bins of {-R, ..., R}, the tails
+    beyond ±R folded into the escape symbols ±R."""
+    edges = (np.arange(SUPPORT_RADIUS + 1) + 0.5) / (SCALE_TABLE[index] * _SQRT_2)
+    upper = 0.5 * erfc(edges)  # P(k > j + ½) for j = 0 .. R
+    half = np.concatenate([[1.0 - 2 * upper[0]], upper[:-2] - upper[1:-1], [upper[-2]]])
+    probabilities = np.concatenate([half[:0:-1], half])
+    total = 1 << PROBABILITY_BITS
+    freq = np.maximum(1, np.floor(probabilities * total + 0.5)).astype(np.int64)
+    freq[SUPPORT_RADIUS] += total - freq.sum()
+    return freq
+
+
+@functools.cache
+def _table_model(index: int):
+    return constriction.stream.model.Categorical(frequency_table(index).astype(np.float64), perfect=False)
+
+
+def _groups(idx: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """The coding order (positions sorted by scale index, stably) and its runs
+    (index, start, end) of equal index."""
+    flat = idx.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    counts = np.bincount(flat, minlength=SCALE_LEVELS)
+    ends = np.cumsum(counts)
+    runs = [(int(s), int(ends[s] - counts[s]), int(ends[s])) for s in np.flatnonzero(counts)]
+    return order, runs
 
 
 def _bit_length(v: np.ndarray) -> np.ndarray:
@@ -146,8 +251,6 @@ def encode_symbols(symbols: np.ndarray, indices: np.ndarray) -> bytes:
         )
     k = sym.reshape(-1).astype(np.int64)
     absk = np.abs(k)
-    stds = _stds_for(idx)
-    means = np.zeros_like(stds)
     R = SUPPORT_RADIUS
     main = np.clip(k, -R, R).astype(np.int32)
 
@@ -159,7 +262,6 @@ def encode_symbols(symbols: np.ndarray, indices: np.ndarray) -> bytes:
     raw_sizes = (np.int64(1) << nb[has_raw]).astype(np.int32)
 
     coder = constriction.stream.stack.AnsCoder()
-    family = constriction.stream.model.QuantizedGaussian(-R, R)
     # ANS is a stack: push in reverse order of decoding.
     if raw.size:
         _guard(
@@ -174,11 +276,14 @@ def encode_symbols(symbols: np.ndarray, indices: np.ndarray) -> bytes:
             lambda: coder.encode_reverse(nb32, constriction.stream.model.Uniform(_NB_ALPHABET)),
             ValueError,
         )
-    _guard(
-        "encoding symbols",
-        lambda: coder.encode_reverse(main, family, means, stds),
-        ValueError,
-    )
+    order, runs = _groups(idx)
+    grouped = (main[order] + R).astype(np.int32)
+    for index, start, end in reversed(runs):
+        _guard(
+            "encoding symbols",
+            lambda: coder.encode_reverse(grouped[start:end], _table_model(index)),
+            ValueError,
+        )
     words = _guard("reading the compressed words", coder.get_compressed, ValueError)
     return np.asarray(words, dtype=np.uint32).astype("<u4").tobytes()
 
@@ -199,18 +304,18 @@ def decode_symbols(data: bytes, indices: np.ndarray) -> np.ndarray:
             raise FormatError("latent stream is corrupt: data for an empty latent")
         return np.zeros(idx.shape, dtype=np.int32)
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-    stds = _stds_for(idx)
-    means = np.zeros_like(stds)
     R = SUPPORT_RADIUS
 
     coder = _guard(
         "opening the stream", lambda: constriction.stream.stack.AnsCoder(words), FormatError
     )
-    family = constriction.stream.model.QuantizedGaussian(-R, R)
-    main = _guard("decoding symbols", lambda: coder.decode(family, means, stds), FormatError)
-    k = np.asarray(main, dtype=np.int64)
-    if k.shape != (idx.size,):
-        raise FormatError("latent stream is corrupt: wrong number of decoded symbols")
+    order, runs = _groups(idx)
+    k = np.empty(idx.size, dtype=np.int64)
+    for index, start, end in runs:
+        decoded = _guard(
+            "decoding symbols", lambda: coder.decode(_table_model(index), end - start), FormatError
+        )
+        k[order[start:end]] = np.asarray(decoded, dtype=np.int64) - R
 
     flagged = np.flatnonzero(np.abs(k) >= R)
     if flagged.size:

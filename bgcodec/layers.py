@@ -57,11 +57,14 @@ class LambdaEmbedding(nn.Module):
     def __init__(self, dim: int = EMBED_DIM):
         super().__init__()
         half = dim // 2
-        self.register_buffer("freqs", torch.pow(64.0, -torch.linspace(0, 1, half)), persistent=False)
+        # Python floats, not a torch kernel: vectorised and scalar pow differ in the last bit,
+        # and these values decide the coder's tables (bgcodec.codec).
+        freqs = [64.0 ** (-i / (half - 1)) for i in range(half)]
+        self.register_buffer("freqs", torch.tensor(freqs, dtype=torch.float32), persistent=False)
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
     def forward(self, lmbda: torch.Tensor) -> torch.Tensor:
-        s = torch.log(lmbda.float()).unsqueeze(1) * (64 / math.log(8192))
+        s = torch.log(lmbda.to(self.freqs.dtype)).unsqueeze(1) * (64 / math.log(8192))
         angles = s * self.freqs.unsqueeze(0)
         return self.mlp(torch.cat([torch.cos(angles), torch.sin(angles)], dim=1))
 

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .entropy import scale_indices
 from .layers import BConvNeXt, CrossAttention, LambdaEmbedding, Modulation, WaveletDown, WaveletUp, conv
 
 PAD_MULTIPLE = 64
@@ -327,7 +326,7 @@ class HierarchicalVAE(nn.Module):
         """λ (model convention), shape (B,) → the conditioning vector (B, 256) and ln(λ / λ_ref),
         where λ_ref is the geometric mean of the model's λ range."""
         lo, hi = self.cfg.lmbda_range
-        return self.lambda_embedding(lmbda), torch.log(lmbda.float()) - 0.5 * math.log(lo * hi)
+        return self.lambda_embedding(lmbda), torch.log(lmbda.to(self.bias.dtype)) - 0.5 * math.log(lo * hi)
 
     @staticmethod
     def preprocess(im: torch.Tensor) -> torch.Tensor:
@@ -421,12 +420,12 @@ class BGVAE(HierarchicalVAE):
         so they take their prior means, as in the decoder. ``residuals`` (continuous, in
         quantisation steps) replace the encoder's ``(qm − pm)/Δ``, e.g. by iteratively
         optimised ones; they are rounded here.
-        Returns the integer residuals and the scale-table indices of each latent (as numpy
-        arrays) and the top-down feature after the last latent (the synthesis input).
+        Returns the integer residuals (int64) and the prior's ln(σ/Δ) of each latent, as
+        numpy arrays, and the top-down feature after the last latent (the synthesis input).
         """
         depth = self.cfg.num_latents if depth is None else depth
         emb, log_ratio = self.condition(lmbda)
-        symbols, indices = [], []
+        symbols, log_scales = [], []
 
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
             log_step = latent.log_step(log_ratio)
@@ -435,40 +434,38 @@ class BGVAE(HierarchicalVAE):
                 if residuals is None:
                     k = torch.round(latent.residual(h, taps[stage], emb, mean, log_step))
                 else:
-                    k = torch.round(residuals[len(symbols)])
+                    k = torch.round(residuals[len(symbols)]).to(mean.dtype)
             else:
                 k = torch.zeros_like(mean)
             symbols.append(k.numpy().astype(np.int64))
-            indices.append(scale_indices(torch.exp(log_scale).numpy()))
+            log_scales.append(log_scale.numpy())
             return latent.fuse(h, mean, k, log_step, emb)
 
         grid = tuple(taps[0].shape[2:])
         h = self.top_down(emb, grid, visit)
-        return symbols, indices, h
+        return symbols, log_scales, h
 
     @torch.no_grad()
     def decode_latents(self, lmbda: torch.Tensor, grid: tuple[int, int],
-                       read_symbols: Callable[[int, np.ndarray], np.ndarray | None]):
-        """Rebuild the latents from their residuals.
+                       read_symbols: Callable[[int, np.ndarray], np.ndarray | None]) -> torch.Tensor:
+        """Rebuild the latents from their residuals; returns the synthesis input.
 
-        ``read_symbols(latent index, scale indices)`` returns that latent's residuals, or
-        None for a latent that is not in the file (it then takes its prior mean).
-        Returns the scale indices of every latent and the synthesis input.
+        ``read_symbols(latent index, the prior's ln(σ/Δ))`` returns that latent's integer
+        residuals, or None for a latent that is not in the file (it then takes its prior mean).
         """
         emb, log_ratio = self.condition(lmbda)
-        indices = []
+        count = 0
 
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
+            nonlocal count
             log_step = latent.log_step(log_ratio)
             h, mean, log_scale = latent.prior_params(h, emb, log_step)
-            idx = scale_indices(torch.exp(log_scale).numpy())
-            symbols = read_symbols(len(indices), idx)
-            indices.append(idx)
-            k = torch.zeros_like(mean) if symbols is None else torch.from_numpy(symbols.astype(np.float32))
+            symbols = read_symbols(count, log_scale.numpy())
+            count += 1
+            k = torch.zeros_like(mean) if symbols is None else torch.from_numpy(symbols).to(mean.dtype)
             return latent.fuse(h, mean, k, log_step, emb)
 
-        h = self.top_down(emb, grid, visit)
-        return indices, h
+        return self.top_down(emb, grid, visit)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -58,3 +58,29 @@ def library_version(module: Any, function: str) -> str | None:
         return str(getattr(module, function)())
     except Exception:
         return None
+
+
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS")
+"""Environment variables that make torch take another computer's CPU code paths."""
+
+KERNEL_CONFIGURATIONS: dict[str, dict[str, str]] = {
+    "native": {},
+    "aten-default": {"ATEN_CPU_CAPABILITY": "default"},
+    "aten-avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "onednn-sse41": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "mkl-sse42": {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+    "all-three": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+                  "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+    "threads-1": {"OMP_NUM_THREADS": "1"},
+    "threads-2": {"OMP_NUM_THREADS": "2"},
+}
+"""Named sets of those variables, for the portability test and benchmark: a process started
+with one computes as a CPU without AVX2 (ATen), without AVX (oneDNN, MKL), or with another
+thread count would."""
+
+
+def kernel_environment(configuration: str) -> dict[str, str]:
+    """This process's environment with the kernel variables set as ``configuration`` names."""
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES}
+    env.update(KERNEL_CONFIGURATIONS[configuration])
+    return env

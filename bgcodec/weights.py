@@ -167,10 +167,12 @@ def save_model(model: HierarchicalVAE, path: str | os.PathLike, metadata: dict[s
     """Save weights with the config and the λ range (CLI convention) in the metadata.
 
     ``half`` stores float16 (shipped files must stay under 16 MiB); they load into a
-    float32 model, and the model identity is computed from the stored values.
+    float32 model, and the model identity is computed from the stored values. Otherwise
+    float32 (a float64 model, such as the one a Codec runs, is stored as float32).
     """
     meta = dict(metadata or {})
     meta.update({"format": "bgcodec-weights-1", "model": model.kind, "config": json.dumps(model.cfg.to_dict()),
                  "lambda_range": json.dumps(list(cli_lambda_range(model.cfg)))})
-    state = {k: dense_cpu(v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    stored = torch.float16 if half else torch.float32
+    state = {k: dense_cpu(v.to(stored) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata=meta)

@@ -1,5 +1,6 @@
 """Tests for bgcodec.codec (image ↔ .bgv) and bgcodec.weights (loading and saving)."""
 
+import dataclasses
 import json
 import struct
 
@@ -87,8 +88,9 @@ def test_decoded_symbols_equal_encoded(lively, kind, h, w):
     model = lively.model
     lmbda_model = lively.check_lambda(LMBDA)
     assert header.lmbda == lmbda_model
-    lm = torch.tensor([lmbda_model])
-    symbols, indices, _ = model.encode_latents(model.analyse(image_to_tensor(image), lm), lm)
+    lm = torch.tensor([lmbda_model], dtype=torch.float64)
+    symbols, log_scales, _ = model.encode_latents(model.analyse(image_to_tensor(image), lm), lm)
+    indices = [entropy.scale_indices(s) for s in log_scales]
     assert header.index_checksum == entropy.indices_checksum(indices)
     nonzero = 0
     for i, (stream, sym, idx) in enumerate(zip(streams, symbols, indices)):
@@ -103,7 +105,7 @@ def test_large_residuals_use_escape_coding():
     image = random_image(64, 64, seed=9)
     data, recon = wild.encode(image, LMBDA, return_reconstruction=True)
     model = wild.model
-    lm = torch.tensor([wild.check_lambda(LMBDA)])
+    lm = torch.tensor([wild.check_lambda(LMBDA)], dtype=torch.float64)
     symbols, _, _ = model.encode_latents(model.analyse(image_to_tensor(image), lm), lm)
     assert max(np.abs(s).max() for s in symbols) >= entropy.SUPPORT_RADIUS
     assert np.array_equal(wild.decode(data), recon)
@@ -272,6 +274,32 @@ def test_index_checksum_detects_probability_mismatch(lively):
                                              header.synthesis, header.index_checksum ^ 0x80000000), streams)
     with pytest.raises(FormatError, match="scale-index checksum"):
         lively.decode(forged)
+
+
+def test_pinned_scales_absorb_a_decoder_drift_below_the_margin(lively, monkeypatch):
+    """A decoder whose ln σ are all off by up to 0.9 × the margin still rebuilds every
+    table, thanks to the pins; without them the same drift breaks the file."""
+    monkeypatch.setattr(entropy, "PIN_MARGIN", 0.01)  # pin many scales, so drift can hurt
+    image = random_image(70, 130, seed=8)
+    data = lively.encode(image, LMBDA)
+    header, streams = container.unpack(data)
+    assert len(header.pins) > 20
+    clean = lively.decode(data)
+    exact = entropy.scale_indices
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(entropy, "scale_indices",
+                        lambda s: exact(s + rng.uniform(-0.009, 0.009, np.shape(s))))
+    assert np.array_equal(lively.decode(data), clean)
+    unpinned = container.pack(dataclasses.replace(header, pins=()), streams)
+    with pytest.raises(FormatError, match="corrupt"):
+        lively.decode(unpinned)
+
+
+def test_a_pin_outside_its_latent_is_refused(lively):
+    header, streams = container.unpack(lively.encode(random_image(64, 64, seed=1), LMBDA))
+    forged = container.pack(dataclasses.replace(header, pins=((0, 10_000, 3),)), streams)
+    with pytest.raises(FormatError, match="latent 1: a pinned scale lies outside the latent"):
+        lively.decode(forged, "forged.bgv")
 
 
 # -- weights files -----------------------------------------------------------------------------------

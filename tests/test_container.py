@@ -112,9 +112,32 @@ def test_layout_prefix():
     assert data[14:16] == bytes([0xAC, 0x02])  # 300
     assert data[16] == 0x10 | 2  # shallow, depth 2
     assert data[17:19] == bytes([4, 0])
-    assert data[19:23] == struct.pack("<I", h.index_checksum)
-    assert data[23:27] == b"\x01\x02\x03\x04"
-    assert data[27:] == struct.pack("<I", zlib.crc32(data[:27]))
+    assert data[19] == 0  # no pinned scales
+    assert data[20:24] == struct.pack("<I", h.index_checksum)
+    assert data[24:28] == b"\x01\x02\x03\x04"
+    assert data[28:] == struct.pack("<I", zlib.crc32(data[:28]))
+
+
+def test_pinned_scales_layout_and_roundtrip():
+    h = _header(pins=((0, 5, 63), (0, 300, 7), (2, 0, 1)))
+    data = pack(h, [b"", b"", b"abcd"])
+    assert data[17:20] == bytes([0, 0, 4])
+    assert data[20:30] == bytes([3, 0, 5, 63, 0, 0xAC, 0x02, 7, 2, 0]) and data[30] == 1
+    assert unpack(data)[0] == h
+
+
+@pytest.mark.parametrize("pins", [((1, 0, 3), (0, 0, 3)), ((0, 4, 3), (0, 4, 5)), ((0, 1, 256),), ((0, -1, 2),)])
+def test_pins_must_be_sorted_unique_and_in_range(pins):
+    with pytest.raises(ValueError, match="pin"):
+        _header(pins=pins)
+
+
+def test_pin_past_the_last_latent_is_refused():
+    good = pack(_header(pins=((1, 2, 3),)), [b"", b""])
+    bad = bytearray(good[:-4])
+    bad[20] = 2  # latent 3 of 2
+    bad = bytes(bad) + struct.pack("<I", zlib.crc32(bytes(bad)))
+    _fails(bad, "pinned scale names a latent past the last")
 
 
 def test_overhead_kodak_9_streams():
@@ -126,7 +149,7 @@ def test_overhead_kodak_9_streams():
     assert overhead <= 48
     # With every stream under 16 KiB (2-byte lengths) the overhead is 43 bytes.
     data = pack(_header(), [bytes(16383)] * 9)
-    assert len(data) - 9 * 16383 == 43
+    assert len(data) - 9 * 16383 == 44
 
 
 # --- invalid headers on the pack side -------------------------------------------------
@@ -185,9 +208,15 @@ def test_bad_magic():
 def test_unsupported_version():
     data = bytearray(_small())
     data[3] = 7
-    _fails(bytes(data), "unsupported format version 7 (this bgcodec reads version 1)")
+    _fails(bytes(data), "unsupported format version 7 (this bgcodec reads version 2)")
     data[3] = 0
     _fails(bytes(data), "unsupported format version 0")
+
+
+def test_version_1_says_what_to_do():
+    data = bytearray(_small())
+    data[3] = 1
+    _fails(bytes(data), "format version 1, written by bgcodec 0.1, whose files decode only on the kind of CPU")
 
 
 def test_truncated_everywhere():
@@ -300,7 +329,8 @@ def test_format_info():
     data = pack(h, streams)
     h2, s2 = unpack(data)
     info = format_info(h2, s2, len(data))
-    assert info["format_version"] == 1
+    assert info["format_version"] == 2
+    assert info["pinned_scales"] == 0
     assert info["model_id"] == "514200ff"
     assert info["lambda_model"] == 1024.0
     assert math.isclose(info["lambda_cli"], lambdas.to_cli(1024.0))
@@ -339,5 +369,5 @@ def test_format_md_example_matches_pack():
         encode_symbols(np.array([[0, 1], [-3, 300]]), i1),
         encode_symbols(np.array([0, -2]), i2),
     ]
-    h = Header(b"QB01", 1024.0, 200, 300, "full", indices_checksum([i1, i2]))
+    h = Header(b"QB01", 1024.0, 200, 300, "full", indices_checksum([i1, i2]), pins=((0, 3, 40),))
     assert pack(h, streams) == expected

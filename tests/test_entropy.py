@@ -9,14 +9,18 @@ import pytest
 
 from bgcodec import entropy
 from bgcodec.entropy import (
+    LOG_SCALE_BOUNDS,
     MAX_ABS_SYMBOL,
     SCALE_TABLE,
     decode_symbols,
     encode_symbols,
     indices_checksum,
+    near_threshold,
     scale_indices,
 )
 from bgcodec.errors import FormatError
+
+FREQUENCY_TABLES_SHA256 = "919c1e3ad3ccfe1c180bd8e4c12049235d1f0137ecb0b4c62e0df318f46df7e2"
 
 
 def _sample(rng, shape, lo=0, hi=64):
@@ -49,33 +53,64 @@ def test_scale_table():
     assert np.all(np.diff(SCALE_TABLE) > 0)
 
 
+def test_scale_table_is_built_without_libm():
+    """The table the coder sees is the same float64 numbers on every machine: products
+    of literals, equal to the log-spaced table to rounding."""
+    np.testing.assert_allclose(SCALE_TABLE, np.exp(np.linspace(np.log(0.11), np.log(20.0), 64)), rtol=1e-14)
+    assert SCALE_TABLE[0] == 0.11
+    assert all(SCALE_TABLE[i + 1] == SCALE_TABLE[i] * entropy._SCALE_RATIO for i in range(63))
+
+
 def test_scale_indices_round_up_and_clip():
-    t32 = SCALE_TABLE.astype(np.float32)
+    bounds = LOG_SCALE_BOUNDS
     # Exactly on an entry -> that entry; just above -> the next one.
-    assert scale_indices(np.array([t32[10]]))[0] == 10
-    assert scale_indices(np.array([np.nextafter(t32[10], np.float32(np.inf))]))[0] == 11
-    assert scale_indices(np.array([np.nextafter(t32[10], np.float32(0))]))[0] == 10
+    assert scale_indices(np.array([bounds[10]]))[0] == 10
+    assert scale_indices(np.array([np.nextafter(bounds[10], np.inf)]))[0] == 11
+    assert scale_indices(np.array([np.nextafter(bounds[10], -np.inf)]))[0] == 10
     # Midway between two entries -> the upper one (scale is rounded up).
-    mid = (SCALE_TABLE[20] + SCALE_TABLE[21]) / 2
+    mid = np.log((SCALE_TABLE[20] + SCALE_TABLE[21]) / 2)
     assert scale_indices(np.array([mid]))[0] == 21
     # Clipping.
-    s = scale_indices(np.array([0.0, 1e-6, 0.05, 0.11, 20.0, 25.0, 1e9], dtype=np.float32))
+    s = scale_indices(np.log(np.array([1e-30, 1e-6, 0.05, 0.11, 20.0, 25.0, 1e9])))
     assert s.tolist() == [0, 0, 0, 0, 63, 63, 63]
     assert s.dtype == np.int32
 
 
 def test_scale_indices_shape_and_smallest_ge():
     rng = np.random.default_rng(1)
-    sigma = np.exp(rng.uniform(np.log(0.01), np.log(40), size=(3, 5, 7)))
-    idx = scale_indices(sigma)
-    assert idx.shape == sigma.shape and idx.dtype == np.int32
-    s32 = sigma.astype(np.float32)
-    t32 = SCALE_TABLE.astype(np.float32)
-    inside = (s32 > t32[0]) & (s32 <= t32[-1])
-    assert np.all(t32[idx[inside]] >= s32[inside])
-    assert np.all(t32[idx[inside] - 1] < s32[inside])
-    # float64 and float32 inputs give the same indices.
-    np.testing.assert_array_equal(idx, scale_indices(s32))
+    log_sigma = rng.uniform(np.log(0.01), np.log(40), size=(3, 5, 7))
+    idx = scale_indices(log_sigma)
+    assert idx.shape == log_sigma.shape and idx.dtype == np.int32
+    sigma = np.exp(log_sigma)
+    inside = (sigma > SCALE_TABLE[0] * (1 + 1e-12)) & (sigma <= SCALE_TABLE[-1] * (1 - 1e-12))
+    assert np.all(SCALE_TABLE[idx[inside]] >= sigma[inside] * (1 - 1e-12))
+    assert np.all(SCALE_TABLE[idx[inside] - 1] < sigma[inside])
+    # float32 inputs give the indices of their float64 values.
+    np.testing.assert_array_equal(scale_indices(log_sigma.astype(np.float32)),
+                                  scale_indices(log_sigma.astype(np.float32).astype(np.float64)))
+
+
+def test_near_threshold_finds_exactly_the_scales_within_the_margin():
+    bounds = LOG_SCALE_BOUNDS
+    values = np.array([bounds[0] - 5e-8, bounds[0] - 2e-7, bounds[30] + 9e-8, bounds[30] + 1.1e-7,
+                       (bounds[40] + bounds[41]) / 2, bounds[62] + 5e-8, bounds[62] + 1.0, -50.0, np.nan])
+    np.testing.assert_array_equal(near_threshold(values.reshape(3, 3), 1e-7), [0, 2, 5, 8])
+    assert near_threshold(values, 1e-9).tolist() == [8]  # only NaN
+    assert near_threshold(np.zeros((0,))).size == 0
+
+
+def test_a_drift_below_the_margin_changes_no_unpinned_index():
+    """The promise pinning rests on: away from the pinned positions, moving every ln σ by
+    less than the margin leaves every index as it was."""
+    rng = np.random.default_rng(5)
+    log_sigma = rng.uniform(-3, 3.2, size=200_000)
+    log_sigma[:64] = LOG_SCALE_BOUNDS[rng.integers(0, 63, 64)] + rng.uniform(-2e-7, 2e-7, 64)
+    pinned = np.zeros(log_sigma.size, bool)
+    pinned[near_threshold(log_sigma)] = True
+    moved = log_sigma + rng.uniform(-0.99, 0.99, log_sigma.size) * entropy.PIN_MARGIN
+    same = scale_indices(moved) == scale_indices(log_sigma)
+    assert same[~pinned].all()
+    assert not same[pinned].all()  # the test can fail: pinned scales do flip
 
 
 # --- round trips ------------------------------------------------------------------
@@ -331,3 +366,39 @@ def test_indices_checksum():
 def test_no_torch_import():
     code = "import sys, bgcodec.entropy; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- the probability tables ------------------------------------------------------
+
+
+def test_erfc_matches_libm():
+    x = np.linspace(0, 45, 9001)
+    reference = np.array([math.erfc(v) for v in x])
+    assert np.abs(entropy.erfc(x) - reference).max() < 1e-12
+
+
+def test_frequency_tables_are_distributions_with_full_support():
+    for index in (0, 17, 40, 63):
+        freq = entropy.frequency_table(index)
+        assert freq.shape == (2 * entropy.SUPPORT_RADIUS + 1,) and freq.dtype == np.int64
+        assert freq.sum() == 1 << entropy.PROBABILITY_BITS and freq.min() >= 1
+        np.testing.assert_array_equal(freq, freq[::-1])  # zero-mean, symmetric
+        assert freq.argmax() == entropy.SUPPORT_RADIUS
+
+
+def test_frequency_tables_are_the_formats():
+    """The 64 tables are part of the format: any change to them breaks existing files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for index in range(entropy.SCALE_LEVELS):
+        digest.update(entropy.frequency_table(index).astype("<i8").tobytes())
+    assert digest.hexdigest() == FREQUENCY_TABLES_SHA256
+
+
+def test_grouped_coding_costs_what_the_tables_say():
+    rng = np.random.default_rng(11)
+    sym, idx = _sample(rng, (40_000,), 0, 40)
+    data = encode_symbols(sym, idx)
+    bits = -sum(np.log2(entropy.frequency_table(i)[s + entropy.SUPPORT_RADIUS] / 2**24) for s, i in zip(sym, idx))
+    assert 8 * len(data) == pytest.approx(bits, rel=0.01, abs=64)

@@ -11,6 +11,7 @@ from bgcodec.model import (
     BGVAE,
     CONFIGS,
     SHALLOW_SYNTHESES,
+    LOG_SIGMA_FLOOR,
     BGVAEConfig,
     count_parameters,
     gaussian_log_likelihood,
@@ -267,12 +268,12 @@ def _analyse(model, seed=0, h=64, w=128):
 @pytest.mark.parametrize("depth", [1, 4, 8])
 def test_encode_latents_depth_zeroes_later_latents(tiny_lively, depth):
     taps, lm = _analyse(tiny_lively)
-    symbols_full, indices_full, _ = tiny_lively.encode_latents(taps, lm)
-    symbols, indices, h = tiny_lively.encode_latents(taps, lm, depth)
-    assert len(symbols) == len(indices) == 9
+    symbols_full, log_scales_full, _ = tiny_lively.encode_latents(taps, lm)
+    symbols, log_scales, h = tiny_lively.encode_latents(taps, lm, depth)
+    assert len(symbols) == len(log_scales) == 9
     for i in range(depth):
         np.testing.assert_array_equal(symbols[i], symbols_full[i])
-        np.testing.assert_array_equal(indices[i], indices_full[i])
+        np.testing.assert_array_equal(log_scales[i], log_scales_full[i])
     for i in range(depth, 9):
         assert symbols[i].shape == symbols_full[i].shape
         assert not symbols[i].any(), f"latent {i + 1} past depth {depth} has non-zero residuals"
@@ -282,34 +283,31 @@ def test_encode_latents_depth_zeroes_later_latents(tiny_lively, depth):
 
 def test_encode_latents_shapes_and_dtypes(tiny_lively):
     taps, lm = _analyse(tiny_lively)
-    symbols, indices, h = tiny_lively.encode_latents(taps, lm)
+    symbols, log_scales, h = tiny_lively.encode_latents(taps, lm)
     cfg = tiny_lively.cfg
     strides = [64] + [32] * 2 + [16] * 3 + [8] * 3
     channels = [c for c, n in zip(cfg.latent_channels, cfg.latents_per_stage) for _ in range(n)]
-    for s, i, st, c in zip(symbols, indices, strides, channels):
-        assert s.shape == i.shape == (1, c, 64 // st, 128 // st)
-        assert s.dtype == np.int64 and i.dtype == np.int32
-        assert i.min() >= 0 and i.max() <= 63
+    for s, ls, st, c in zip(symbols, log_scales, strides, channels):
+        assert s.shape == ls.shape == (1, c, 64 // st, 128 // st)
+        assert s.dtype == np.int64 and ls.dtype == np.float32
+        assert ls.min() >= LOG_SIGMA_FLOOR
     assert h.shape == (1, cfg.dec_widths[3], 8, 16)
 
 
 @pytest.mark.parametrize("depth", [None, 3])
 def test_decode_latents_reproduces_encoder(tiny_lively, depth):
     taps, lm = _analyse(tiny_lively, seed=3)
-    symbols, indices, h_enc = tiny_lively.encode_latents(taps, lm, depth)
+    symbols, log_scales, h_enc = tiny_lively.encode_latents(taps, lm, depth)
     n = 9 if depth is None else depth
     calls = []
 
-    def read_symbols(i, idx):
+    def read_symbols(i, log_scale):
         calls.append(i)
-        np.testing.assert_array_equal(idx, indices[i])
+        np.testing.assert_array_equal(log_scale, log_scales[i])
         return symbols[i].astype(np.int32) if i < n else None
 
-    dec_indices, h_dec = tiny_lively.decode_latents(lm, tuple(taps[0].shape[2:]), read_symbols)
+    h_dec = tiny_lively.decode_latents(lm, tuple(taps[0].shape[2:]), read_symbols)
     assert calls == list(range(9))
-    assert len(dec_indices) == 9
-    for a, b in zip(dec_indices, indices):
-        np.testing.assert_array_equal(a, b)
     assert torch.equal(h_dec, h_enc)
 
 
