@@ -18,8 +18,8 @@ Prints a Markdown table.
     python benchmarks/memory.py --width 1920 --height 1080 --weights random:tiny
     python benchmarks/memory.py --width 1024 --height 1024 --effort 1   # SGA encoding
 
-The codec runs its CPU path on one thread (bgcodec.codec); SGA (--effort) uses torch's
-thread count.
+The codec runs in float64 with torch's thread count (bgcodec.codec); SGA (--effort) in
+float32.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bgcodec import container  # noqa: E402
 from bgcodec.system import KERNEL_CONFIGURATIONS, kernel_environment  # noqa: E402
 
 DEFAULT_LAMBDAS = "0.002,0.01,0.05"
@@ -112,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                 sys.exit(f"encoding at λ={lmbda:g} failed: {proc.stderr.strip()}")
             for f in sorted(out.glob("*.bgv")):  # one folder, names unique across λ
                 files.append(f.rename(root / f"{lmbda:g}-{f.name}"))
+        pins = sum(len(container.unpack(f.read_bytes(), f.name)[0].pins) for f in files)
         print(f"encoded {len(files)} files ({len(images)} images × {len(lambdas)} λ) under {args.encoder} "
-              f"in {time.perf_counter() - t0:.0f} s", flush=True)
+              f"in {time.perf_counter() - t0:.0f} s; {pins} pinned scales in all", flush=True)
 
         reference: dict[str, str] = {}
         rows = []

@@ -324,6 +324,10 @@ class _CodecHolder:
 
     def get(self):
         if self._codec is None:
+            # Coding uses torch's whole thread pool; OpenMP workers that busy-wait collapse when
+            # other jobs share the cores (parallel batches), passive ones do not
+            # (docs/BENCHMARKS.md). Read when torch is first imported, just below.
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             try:
                 from bgcodec.codec import Codec
 

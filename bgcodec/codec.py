@@ -56,6 +56,13 @@ def tensor_to_image(out: torch.Tensor, height: int, width: int) -> np.ndarray:
     return pixels.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
+def _pins(indices: list[np.ndarray], log_scales: list[np.ndarray]) -> tuple[tuple[int, int, int], ...]:
+    """(latent, flat position, index) of every scale the encoder must pin (docs/FORMAT.md §6)."""
+    return tuple((latent, int(position), int(idx.flat[position]))
+                 for latent, (idx, log_scale) in enumerate(zip(indices, log_scales))
+                 for position in entropy.near_threshold(log_scale, entropy.PIN_MARGIN))
+
+
 def _pins_by_latent(pins: tuple[tuple[int, int, int], ...], name: str) -> dict[int, tuple[list[int], list[int]]]:
     """The file's pinned scales as {latent: (positions, indices)}."""
     by_latent: dict[int, tuple[list[int], list[int]]] = {}
@@ -142,11 +149,9 @@ class Codec:
             [t.cpu() for t in taps], self._lambda_tensor(self.model, lmbda_model), depth, residuals)
         indices = [entropy.scale_indices(s) for s in log_scales[:depth]]
         streams = [entropy.encode_symbols(s, i) for s, i in zip(symbols, indices)]
-        pins = tuple((latent, int(position), int(idx.flat[position]))
-                     for latent, (idx, s) in enumerate(zip(indices, log_scales))
-                     for position in entropy.near_threshold(s, entropy.PIN_MARGIN))
         header = container.Header(model_id=self.identity, lmbda=lmbda_model, height=height, width=width,
-                                  synthesis=synthesis, index_checksum=entropy.indices_checksum(indices), pins=pins)
+                                  synthesis=synthesis, index_checksum=entropy.indices_checksum(indices),
+                                  pins=_pins(indices, log_scales))
         data = container.pack(header, streams)
         if not return_reconstruction:
             return data
