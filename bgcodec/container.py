@@ -92,8 +92,14 @@ class Header:
         for pin in self.pins:
             if len(pin) != 3 or not all(isinstance(v, int) and v >= 0 for v in pin) or pin[2] > 255:
                 raise ValueError(f"a pin is (latent, position, index) of non-negative ints, got {pin!r}")
-        if list(self.pins) != sorted(set(self.pins)) or len({p[:2] for p in self.pins}) != len(self.pins):
+        if not _pins_in_order(self.pins):
             raise ValueError("pins must be sorted by (latent, position), each position once")
+
+
+def _pins_in_order(pins: tuple[tuple[int, int, int], ...]) -> bool:
+    """Sorted by (latent, position), with no position twice."""
+    positions = [pin[:2] for pin in pins]
+    return all(a < b for a, b in zip(positions, positions[1:]))
 
 
 def _varint(n: int) -> bytes:
@@ -248,7 +254,7 @@ def unpack(data: bytes, name: str = "<input>") -> tuple[Header, list[bytes]]:
         raise r.fail(f"invalid lambda {lmbda}")
     if any(latent >= depth for latent, _, _ in pins):
         raise r.fail(f"a pinned scale names a latent past the last of {depth}")
-    if list(pins) != sorted(set(pins)) or len({p[:2] for p in pins}) != len(pins):
+    if not _pins_in_order(pins):
         raise r.fail("pinned scales out of order or repeated")
 
     streams = []

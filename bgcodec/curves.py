@@ -53,7 +53,8 @@ def bound_curve(model: BoundVAE, images: Sequence[np.ndarray], lambdas_cli: Sequ
             bpp, psnr = [], []
             for image in images:
                 h, w = image.shape[:2]
-                out, kls = model(image_to_tensor(image, torch.float32), torch.tensor([lambdas.to_model(lmbda)]), sample=True)
+                x = image_to_tensor(image, torch.float32)
+                out, kls = model(x, torch.tensor([lambdas.to_model(lmbda)]), sample=True)
                 bpp.append(float(torch.stack(kls).sum()) * lambdas.BITS_PER_NAT / (h * w))
                 psnr.append(image_psnr(image, tensor_to_image(out, h, w)))
                 progress()

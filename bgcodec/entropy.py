@@ -196,11 +196,12 @@ def frequency_table(index: int) -> np.ndarray:
     total = 1 << PROBABILITY_BITS
     freq = np.maximum(1, np.floor(probabilities * total + 0.5)).astype(np.int64)
     freq[SUPPORT_RADIUS] += total - freq.sum()
+    freq.setflags(write=False)
     return freq
 
 
 @functools.cache
-def _table_model(index: int):
+def _table_model(index: int) -> constriction.stream.model.Categorical:
     return constriction.stream.model.Categorical(frequency_table(index).astype(np.float64), perfect=False)
 
 
