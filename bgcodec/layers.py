@@ -26,10 +26,30 @@ class PointwiseConv(nn.Linear):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+class DepthwiseConv(nn.Conv2d):
+    """A 'same'-padded depthwise conv (stride 1, odd kernel). In float64, which has no fast
+    CPU kernel (torch runs one small convolution per channel), it is computed as k² shifted
+    multiply-adds over the whole tensor; float32 keeps torch's kernels."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if x.dtype != torch.float64:
+            return super()._conv_forward(x, weight, bias)
+        k, pad = self.kernel_size[0], self.padding[0]
+        height, width = x.shape[2:]
+        padded = F.pad(x, (pad, pad, pad, pad))
+        out = torch.zeros_like(x) if bias is None else bias.view(1, -1, 1, 1).expand_as(x).clone()
+        for i in range(k):
+            for j in range(k):
+                out.addcmul_(padded[:, :, i:i + height, j:j + width], weight[:, 0, i, j].view(1, -1, 1, 1))
+        return out
+
+
 def conv(cin: int, cout: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Module:
     """A 'same'-padded conv whose bias starts at zero (QARV's conv factory)."""
     if kernel_size == 1 and stride == 1 and groups == 1:
         layer = PointwiseConv(cin, cout)
+    elif groups == cin == cout and stride == 1 and kernel_size % 2:
+        layer = DepthwiseConv(cin, cout, kernel_size, padding=kernel_size // 2, groups=groups)
     else:
         layer = nn.Conv2d(cin, cout, kernel_size, stride, padding=(kernel_size - 1) // 2 if stride == 1 else 0,
                           groups=groups)
