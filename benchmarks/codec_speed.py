@@ -214,7 +214,8 @@ def main(argv=None) -> int:
     # default thread count many times slower; say how it was set.
     print(f"\nmean over {len(results)} images: {mean[0]:.4f} bpp, encode {mean[1]:.3f} s, decode {mean[2]:.3f} s "
           f"(shallow synthesis: {mean[3]:.3f} s); "
-          f"{torch.get_num_threads()} thread(s) on {cpu_model()} ({os.cpu_count()} logical CPUs{load}), torch {torch.__version__}")
+          f"{torch.get_num_threads()} thread(s) on {cpu_model()} ({os.cpu_count()} logical CPUs{load}), "
+          f"torch {torch.__version__}")
     if args.cli:
         print_cli_times(paths[0], args.weights, args.lmbda, args.repeat)
 

@@ -84,11 +84,49 @@ def pixel_digest(path: Path) -> str:
         return hashlib.sha256(np.asarray(im.convert("RGB")).tobytes()).hexdigest()
 
 
+def encode_all(images: list[Path], lambdas: list[float], encoder: str, weights: list[str], root: Path) -> list[Path]:
+    """Every image at every λ, encoded in one process under ``encoder``; files named λ-stem.bgv."""
+    files = []
+    for lmbda in lambdas:
+        out = root / f"enc-{lmbda:g}"
+        out.mkdir()
+        proc = bgcodec(["encode", *map(str, images), "-l", str(lmbda), "-o", f"{out}/", "--quiet", *weights], encoder)
+        if proc.returncode:
+            sys.exit(f"encoding at λ={lmbda:g} failed: {proc.stderr.strip()}")
+        files += [f.rename(root / f"{lmbda:g}-{f.name}") for f in sorted(out.glob("*.bgv"))]
+    return files
+
+
+def decode_all(files: list[Path], decoder: str, weights: list[str], out: Path,
+               reference: dict[str, str]) -> tuple[int, int]:
+    """Decode ``files`` in one process under ``decoder``: (failures, files whose pixels differ
+    from ``reference``, which the first decoder fills)."""
+    out.mkdir()
+    bgcodec(["decode", *map(str, files), "-o", f"{out}/", "--quiet", *weights], decoder)
+    failures = differ = 0
+    for f in files:
+        decoded = out / f.with_suffix(".png").name
+        if not decoded.exists():
+            failures += 1
+            continue
+        digest = pixel_digest(decoded)
+        differ += digest != reference.setdefault(f.name, digest)
+        decoded.unlink()
+    return failures, differ
+
+
+def max_drift(files: list[Path], first: Path, other: Path) -> float:
+    return max(float(np.abs(np.load(first / f"{f.stem}.npy") - np.load(other / f"{f.stem}.npy")).max())
+               for f in files)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("images", type=Path, help="folder of images")
-    parser.add_argument("--lambdas", default=DEFAULT_LAMBDAS, help=f"λ list, CLI convention (default {DEFAULT_LAMBDAS})")
-    parser.add_argument("--encoder", default="native", choices=KERNEL_CONFIGURATIONS, help="configuration of the encoder")
+    parser.add_argument("--lambdas", default=DEFAULT_LAMBDAS,
+                        help=f"λ list, CLI convention (default {DEFAULT_LAMBDAS})")
+    parser.add_argument("--encoder", default="native", choices=KERNEL_CONFIGURATIONS,
+                        help="configuration of the encoder")
     parser.add_argument("--decoders", default=",".join(KERNEL_CONFIGURATIONS),
                         help="comma-separated decoder configurations (default: all)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
@@ -103,44 +141,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bgcodec-portability-") as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
-        files = []
-        for lmbda in lambdas:
-            out = root / f"enc-{lmbda:g}"
-            out.mkdir()
-            proc = bgcodec(["encode", *map(str, images), "-l", str(lmbda), "-o", f"{out}/", "--quiet", *weights],
-                           args.encoder)
-            if proc.returncode:
-                sys.exit(f"encoding at λ={lmbda:g} failed: {proc.stderr.strip()}")
-            for f in sorted(out.glob("*.bgv")):  # one folder, names unique across λ
-                files.append(f.rename(root / f"{lmbda:g}-{f.name}"))
+        files = encode_all(images, lambdas, args.encoder, weights, root)
         pins = sum(len(container.unpack(f.read_bytes(), f.name)[0].pins) for f in files)
         print(f"encoded {len(files)} files ({len(images)} images × {len(lambdas)} λ) under {args.encoder} "
               f"in {time.perf_counter() - t0:.0f} s; {pins} pinned scales in all", flush=True)
-
         reference: dict[str, str] = {}
         rows = []
         for decoder in decoders:
-            out = root / f"dec-{decoder}"
-            out.mkdir()
             t0 = time.perf_counter()
-            bgcodec(["decode", *map(str, files), "-o", f"{out}/", "--quiet", *weights], decoder)
-            failures = differ = 0
-            for f in files:
-                decoded = out / f.with_suffix(".png").name
-                if not decoded.exists():
-                    failures += 1
-                    continue
-                digest = pixel_digest(decoded)
-                differ += digest != reference.setdefault(f.name, digest)
-                decoded.unlink()
-            max_drift = None
+            failures, differ = decode_all(files, decoder, weights, root / f"dec-{decoder}", reference)
+            drift_seen = None
             if args.drift:
                 drift(files, root / f"drift-{decoder}", decoder, args.weights)
-                first = root / f"drift-{decoders[0]}"
-                max_drift = max(float(np.abs(np.load(first / f"{f.stem}.npy") -
-                                             np.load(root / f"drift-{decoder}" / f"{f.stem}.npy")).max())
-                                for f in files)
-            rows.append((decoder, failures, differ, time.perf_counter() - t0, max_drift))
+                drift_seen = max_drift(files, root / f"drift-{decoders[0]}", root / f"drift-{decoder}")
+            rows.append((decoder, failures, differ, time.perf_counter() - t0, drift_seen))
             print(f"  {decoder}: {failures} failures, {differ} differ", file=sys.stderr, flush=True)
 
     print(f"\nencoder: {args.encoder}; {len(files)} files; pixels compared with the first decoder's "
@@ -148,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     drift_column = " max ln σ drift |" if args.drift else ""
     print(f"| decoder | environment | failures | pixels differ | s |{drift_column}")
     print("|---|---|---:|---:|---:|" + ("---:|" if args.drift else ""))
-    for decoder, failures, differ, seconds, max_drift in rows:
+    for decoder, failures, differ, seconds, drift_seen in rows:
         env = " ".join(f"{k}={v}" for k, v in KERNEL_CONFIGURATIONS[decoder].items()) or "(none)"
-        extra = f" {max_drift:.2e} |" if args.drift else ""
+        extra = f" {drift_seen:.2e} |" if args.drift else ""
         print(f"| {decoder} | {env} | {failures} / {len(files)} | {differ} | {seconds:.0f} |{extra}")
     total = sum(r[1] for r in rows)
     print(f"\ntotal: {total} failures, {sum(r[2] for r in rows)} files with other pixels")

@@ -396,7 +396,7 @@ class BGVAE(HierarchicalVAE):
         grid = (im.shape[2] // PAD_MULTIPLE, im.shape[3] // PAD_MULTIPLE)
         return self.top_down(emb, grid, visit), emb, rates
 
-    # -- coding (batch size 1, float32; see bgcodec.codec for devices) ---------------
+    # -- coding (batch size 1; see bgcodec.codec for precision and devices) ----------
 
     @torch.no_grad()
     def analyse(self, im: torch.Tensor, lmbda: torch.Tensor) -> list[torch.Tensor]:
