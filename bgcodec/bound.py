@@ -1,4 +1,4 @@
-"""The rate–distortion bound model: BG-VAE's teacher (DESIGN-NOTES §3.1).
+"""The rate–distortion bound model: BG-VAE's teacher.
 
 The same architecture as the codec (bgcodec.model), with Gaussian posteriors and priors
 instead of quantised latents: ``z = μq + σq·ε`` and the rate is KL(q‖p), which is not

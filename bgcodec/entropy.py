@@ -77,7 +77,7 @@ SUPPORT_RADIUS = 255
 """R: the Gaussian model's support is {-R, ..., R}; |k| >= R is an escape."""
 
 _NB_ALPHABET = 32
-"""Alphabet size of the Exp-Golomb prefix model (DESIGN-NOTES §7.4)."""
+"""Alphabet size of the Exp-Golomb prefix model."""
 
 _MAX_NB = 23
 """constriction's Uniform needs size < 2**24, so the raw part has at most 23 bits."""

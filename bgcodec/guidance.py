@@ -1,4 +1,4 @@
-"""Bound-guided training (DESIGN-NOTES §3.2): the frozen bound model teaches the codec.
+"""Bound-guided training: the frozen bound model teaches the codec.
 
 Features are taken at the 8 points where the resolution changes: after each wavelet
 downsampling of the bottom-up path (strides 8, 16, 32, 64) and before each wavelet

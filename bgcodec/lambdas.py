@@ -4,7 +4,7 @@ On the command line and in the API, λ follows the CompressAI convention:
 ``loss = bpp + λ·255²·MSE`` with MSE on the [0, 1] pixel scale, so ``-l 0.01``
 means what CompressAI users expect.
 
-Inside the model (QARV's convention, DESIGN-NOTES §1.8) the loss is
+Inside the model (QARV's convention) the loss is
 ``nats per sub-pixel + λ_model·MSE`` with MSE on the [-1, 1] scale.  Equating
 the two objectives gives ``λ_cli = λ_model · 4·3·log2(e) / 255²``.
 

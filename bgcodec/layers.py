@@ -1,4 +1,4 @@
-"""Building blocks of BG-VAE (DESIGN-NOTES §1.1, §1.7, §2.1–2.3).
+"""Building blocks of BG-VAE.
 
 Every block that takes ``emb`` is conditioned on λ through AdaLN. The only other λ path
 is the quantisation step of the latents (bgcodec.model.LatentBlock).

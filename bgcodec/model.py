@@ -1,6 +1,6 @@
 """BG-VAE: a QARV-style variable-rate hierarchical VAE with 9 latents in 4 stages.
 
-Layout (DESIGN-NOTES §1.4–1.6, §2):
+Layout:
 
     image ─ stem(4×) ─ bottom-up stages (taps at strides 8/16/32/64) ─┐
                                                                        │ taps
@@ -246,7 +246,7 @@ class FullSynthesis(nn.Module):
 
 
 class JpegLikeSynthesis(nn.Module):
-    """Shallow synthesis (DESIGN-NOTES §5.1): one linear map from the stride-8 feature to
+    """Shallow synthesis: one linear map from the stride-8 feature to
     pixels, a transposed convolution with stride 8 and kernel 24, so neighbouring 8×8
     blocks overlap and have no edges between them. It is computed as a 3×3 convolution
     to 3·8² channels followed by a pixel shuffle, which is the same linear map and much
@@ -263,7 +263,7 @@ class JpegLikeSynthesis(nn.Module):
 
 
 class TwoLayerSynthesis(nn.Module):
-    """Shallow synthesis (DESIGN-NOTES §5.1): a ×4 transposed convolution with a GELU path
+    """Shallow synthesis: a ×4 transposed convolution with a GELU path
     plus a linear residual path, then a ×2 transposed convolution to pixels, each computed
     as a 3×3 convolution and a pixel shuffle (see JpegLikeSynthesis). About 2.5 k
     multiply-adds per pixel for `small`, more than its full synthesis: it is meant for the

@@ -1,4 +1,4 @@
-"""Iterative encoding with Stochastic Gumbel Annealing (SGA; DESIGN-NOTES §5.2).
+"""Iterative encoding with Stochastic Gumbel Annealing (SGA).
 
 The encoder's choice of every latent is refined for the rate–distortion cost of the
 chosen synthesis at the file's λ. The variables are offsets, in quantisation steps, added

@@ -1,4 +1,4 @@
-"""Variable-rate training of BG-VAE (DESIGN-NOTES §1.7–1.10, scaled to small budgets).
+"""Variable-rate training of BG-VAE (scaled to small budgets).
 
 One entry point for CPU, one GPU and several GPUs (``torchrun`` → DistributedDataParallel).
 A run directory holds ``checkpoint.safetensors`` (model, EMA, optimizer; for --resume),
