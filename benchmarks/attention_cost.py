@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from bgcodec.model import BGVAE, CONFIGS
+from bgcodec.config import CONFIGS
+from bgcodec.model import BGVAE
 
 TRANSITIONS = ("64→32", "32→16", "16→8", "8→4")
 

@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 
 from bgcodec import lambdas  # noqa: E402
 from bgcodec.codec import image_to_tensor, tensor_to_image  # noqa: E402
-from bgcodec.evaluation import default_lambdas  # noqa: E402
-from bgcodec.metrics import psnr  # noqa: E402
+from bgcodec.eval.run import default_lambdas  # noqa: E402
+from bgcodec.eval.metrics import psnr  # noqa: E402
 from bgcodec.weights import load_model  # noqa: E402
 
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "kodak"

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from bgcodec import container, entropy  # noqa: E402
 from bgcodec.codec import PRECISION, Codec, image_to_tensor, tensor_to_image  # noqa: E402
 from bgcodec.model import PAD_MULTIPLE  # noqa: E402
-from bgcodec.system import cpu_model  # noqa: E402
+from bgcodec.eval.system import cpu_model  # noqa: E402
 from bgcodec.weights import resolve  # noqa: E402
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
@@ -76,7 +76,18 @@ def breakdown(codec: Codec, image: np.ndarray, lmbda: float, repeat: int) -> lis
         rows.append(("encode: image → tensor (pad)", t))
         t, taps = median_time(lambda: model.analyse(x, lm), repeat)
         rows.append(("encode: analysis (bottom-up)", t))
-        t, (symbols, log_scales, h) = median_time(lambda: model.encode_latents(taps, lm), repeat)
+        def encode_top_down():
+            symbols, log_scales = [], []
+
+            def choose(i, log_scale, encoder_residual):
+                k = torch.round(encoder_residual())
+                symbols.append(k.numpy().astype(np.int64))
+                log_scales.append(log_scale.numpy())
+                return k
+
+            return symbols, log_scales, model.encode_latents(taps, lm, choose)
+
+        t, (symbols, log_scales, h) = median_time(encode_top_down, repeat)
         rows.append(("encode: top-down probability path", t))
         t, indices = median_time(lambda: [entropy.scale_indices(s) for s in log_scales], repeat)
         rows.append(("encode: scale indices", t))
@@ -98,11 +109,11 @@ def breakdown(codec: Codec, image: np.ndarray, lmbda: float, repeat: int) -> lis
         grid = (math.ceil(height / PAD_MULTIPLE), math.ceil(width / PAD_MULTIPLE))
         coding, dec_indices = [], []
 
-        def read_symbols(i, log_scale):
+        def read_symbols(i, log_scale, encoder_residual):
             t0 = time.perf_counter()
-            idx = entropy.scale_indices(log_scale)
+            idx = entropy.scale_indices(log_scale.numpy())
             dec_indices.append(idx)
-            out = entropy.decode_symbols(streams[i], idx)
+            out = torch.from_numpy(entropy.decode_symbols(streams[i], idx)).to(log_scale.dtype)
             coding[-1] += time.perf_counter() - t0
             return out
 

@@ -28,11 +28,11 @@ sys.path.insert(0, str(REPO))
 
 from bgcodec.bdrate import BDError, bd_rate  # noqa: E402
 from bgcodec.codec import Codec  # noqa: E402
-from bgcodec.curves import psnr_at  # noqa: E402
-from bgcodec.evaluation import default_lambdas  # noqa: E402
-from bgcodec.metrics import psnr  # noqa: E402
-from bgcodec.sga import EFFORT_ITERATIONS  # noqa: E402
-from bgcodec.system import cpu_model  # noqa: E402
+from bgcodec.train.curves import psnr_at  # noqa: E402
+from bgcodec.eval.run import default_lambdas  # noqa: E402
+from bgcodec.eval.metrics import psnr  # noqa: E402
+from bgcodec.config import EFFORT_ITERATIONS  # noqa: E402
+from bgcodec.eval.system import cpu_model  # noqa: E402
 
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "kodak"
 TABLE_RATES = (0.25, 0.5, 0.75, 1.0)

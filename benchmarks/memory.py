@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bgcodec.system import cpu_model  # noqa: E402  (standard library only: keeps this process small)
+from bgcodec.eval.system import cpu_model  # noqa: E402  (standard library only: keeps this process small)
 
 
 def peak_rss_mib() -> float:

@@ -10,8 +10,8 @@ Prints files × configurations: decode failures and files whose pixels differ. W
 the largest difference from the first configuration's, to set against
 ``bgcodec.entropy.PIN_MARGIN``.
 
-    python benchmarks/portability.py ../shared/data/kodak
-    python benchmarks/portability.py ../shared/data/kodak --encoder all-three --lambdas 0.01
+    python benchmarks/portability.py KODAK
+    python benchmarks/portability.py KODAK --encoder all-three --lambdas 0.01
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bgcodec import container  # noqa: E402
-from bgcodec.system import KERNEL_CONFIGURATIONS, kernel_environment  # noqa: E402
+from bgcodec.eval.system import KERNEL_CONFIGURATIONS, kernel_environment  # noqa: E402
 
 DEFAULT_LAMBDAS = "0.002,0.01,0.05"
 IMAGE_SUFFIXES = {".png", ".ppm", ".bmp", ".tif", ".tiff"}

@@ -1,7 +1,7 @@
 """Training-step time and throughput of each model config on this machine.
 
 One step = forward, backward and a fused Adam update on a batch of random crops in
-channels_last fp32, the way `bgcodec.training` runs on CPU. Prints a Markdown table.
+channels_last fp32, the way `bgcodec.train.loop` runs on CPU. Prints a Markdown table.
 
     python benchmarks/train_speed.py --configs tiny small --batch 16 --crop 128
     python benchmarks/train_speed.py --configs small --compile   # torch.compile'd step (warm-up compiles)
@@ -13,8 +13,9 @@ import time
 
 import torch
 
-from bgcodec.model import BGVAE, CONFIGS, count_parameters
-from bgcodec.training import rate_distortion, sample_lambdas
+from bgcodec.config import CONFIGS
+from bgcodec.model import BGVAE, count_parameters
+from bgcodec.train.loop import rate_distortion, sample_lambdas
 
 
 def step_times(config: str, batch: int, crop: int, steps: int, warmup: int, compile: bool = False) -> list[float]:

@@ -23,8 +23,6 @@ __version__ = "0.2.0"
 
 __all__ = ["__version__", "compress", "decompress"]
 
-DEFAULT_QUALITY = 75.0
-
 _codecs: dict[str | None, "Codec"] = {}
 _codecs_lock = threading.Lock()
 
@@ -68,8 +66,8 @@ def compress(
 
     ``image`` is a PIL image, an HxWx3 ``uint8`` RGB array, a path, or the
     bytes of an image file.  Give either ``lmbda`` (CompressAI convention,
-    within the weights' range) or ``quality`` (1..100); neither means quality
-    75.  ``weights`` selects a weights file (None: the shipped default).
+    within the weights' range) or ``quality`` (1..100); neither means
+    ``lambdas.DEFAULT_QUALITY``.  ``weights`` selects a weights file (None: the shipped default).
 
     Raises :class:`bgcodec.errors.BgcodecError` subclasses for bad inputs,
     out-of-range λ or unusable weights.
@@ -79,7 +77,7 @@ def compress(
     array = _as_array(image)
     codec = _codec(weights)
     if lmbda is None:
-        from bgcodec.lambdas import quality_to_lambda
+        from bgcodec.lambdas import DEFAULT_QUALITY, quality_to_lambda
 
         lmbda = quality_to_lambda(DEFAULT_QUALITY if quality is None else quality, codec.lambda_range)
     return codec.encode(array, lmbda)

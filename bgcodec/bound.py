@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from .layers import conv
-from .model import PAD_MULTIPLE, BGVAEConfig, HierarchicalVAE, LatentBlock
+from .config import BGVAEConfig
+from .model import PAD_MULTIPLE, HierarchicalVAE, LatentBlock
 
 UNIFORM_LOG_SCALE = -0.5 * math.log(12)
 """ln(σ/Δ) of the codec's training noise U(−Δ/2, Δ/2)."""
@@ -50,17 +51,16 @@ class GaussianLatentBlock(LatentBlock):
     def forward(self, h: torch.Tensor, tap: torch.Tensor, emb: torch.Tensor, log_lambda_ratio: torch.Tensor,
                 sample: bool):
         """Returns the fused top-down feature and the KL of each image in nats, shape (B,)."""
-        log_step = self.log_step(log_lambda_ratio)
-        h, mean, p_log_scale = self.prior_params(h, emb, log_step)
-        q_mean, q_raw = self.posterior_branch(h, tap, emb).chunk(2, dim=1)
-        residual = (q_mean - mean) * torch.exp(-log_step)
-        p_log_scale = p_log_scale.float()
+        prior = self.predict(h, emb, log_lambda_ratio)
+        q_mean, q_raw = self.posterior_branch(prior, tap, emb).chunk(2, dim=1)
+        residual = (q_mean - prior.mean) * torch.exp(-prior.log_step)
+        p_log_scale = prior.log_scale.float()
         q_log_scale = p_log_scale - F.softplus(p_log_scale - UNIFORM_LOG_SCALE + q_raw.float())
         q_log_scale = q_log_scale.clamp_min(MIN_LOG_SCALE)
         kl = gaussian_kl(residual.float(), q_log_scale, p_log_scale).sum(dim=(1, 2, 3))
         if sample:
             residual = residual + torch.exp(q_log_scale).to(residual.dtype) * torch.randn_like(residual)
-        return self.fuse(h, mean, residual, log_step, emb), kl
+        return self.fuse(prior, residual, emb), kl
 
 
 class BoundVAE(HierarchicalVAE):

@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from . import container, entropy, lambdas, sga
+from .config import DEVICES, EFFORT_ITERATIONS, EFFORT_MAX_PIXELS
 from .errors import BgcodecError, FormatError
 from .imageio import DEFAULT_MAX_PIXELS
 from .model import PAD_MULTIPLE, BGVAE
+from .progress import Progress, no_progress
 from .weights import LoadedModel, load_model
 
 PRECISION = torch.float64
@@ -31,12 +33,14 @@ LAMBDA_TOLERANCE = 1e-6
 
 
 def pick_device(device: str) -> torch.device:
+    """The torch device for one of config.DEVICES; auto is CUDA when available."""
+    device = device.lower()
+    if device not in DEVICES:
+        raise BgcodecError(f"unknown device {device!r} (use {', '.join(DEVICES)})")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise BgcodecError("--device cuda: no CUDA device is available")
-    if device not in ("cpu", "cuda"):
-        raise BgcodecError(f"unknown device {device!r} (use auto, cpu or cuda)")
     return torch.device(device)
 
 
@@ -117,14 +121,14 @@ class Codec:
 
     @torch.no_grad()
     def encode(self, image: np.ndarray, lmbda: float, *, depth: int | None = None, synthesis: str = "full",
-               effort: int = 0, progress: Callable[[int, int], None] | None = None,
+               effort: int = 0, progress: Progress = no_progress,
                return_reconstruction: bool = False):
         """Compress an HxWx3 uint8 image at λ (CLI convention) into .bgv bytes.
 
         ``depth`` keeps only the first latents (the rest decode to their prior means).
         ``synthesis`` ("full" or "shallow") is recorded as the file's default decoder.
         ``effort`` > 0 refines the latents with SGA for that synthesis
-        (``sga.EFFORT_ITERATIONS``), reporting ``progress(done, total)`` per iteration.
+        (``config.EFFORT_ITERATIONS``), reporting each iteration to ``progress``.
         With ``return_reconstruction`` also returns the image the decoder will produce.
         """
         lmbda_model = self.check_lambda(lmbda)
@@ -133,21 +137,28 @@ class Codec:
         if not 1 <= depth <= num_latents:
             raise BgcodecError(f"depth must be in 1..{num_latents}, got {depth}")
         _check_synthesis(synthesis)
-        if effort not in sga.EFFORT_ITERATIONS:
-            raise BgcodecError(f"effort must be one of {sorted(sga.EFFORT_ITERATIONS)}, got {effort}")
+        if effort not in EFFORT_ITERATIONS:
+            raise BgcodecError(f"effort must be one of {sorted(EFFORT_ITERATIONS)}, got {effort}")
         height, width = image.shape[:2]
-        if effort and height * width > sga.MAX_PIXELS:
-            raise BgcodecError(f"--effort {effort} is limited to images of {sga.MAX_PIXELS:,} pixels "
+        if effort and height * width > EFFORT_MAX_PIXELS:
+            raise BgcodecError(f"--effort {effort} is limited to images of {EFFORT_MAX_PIXELS:,} pixels "
                                f"(about 2 GiB of memory per megapixel); this one has {height * width:,}")
         x = image_to_tensor(image).to(self.device)
         lmbda_device = self._lambda_tensor(self.accelerated, lmbda_model)
         taps = self.accelerated.analyse(x, lmbda_device)
-        residuals = None
-        if sga.EFFORT_ITERATIONS[effort]:
-            residuals = self._optimise(x, taps, lmbda_model, effort, synthesis, height, width, progress)
-        symbols, log_scales, h = self.model.encode_latents(
-            [t.cpu() for t in taps], self._lambda_tensor(self.model, lmbda_model), depth, residuals)
-        indices = [entropy.scale_indices(s) for s in log_scales[:depth]]
+        residuals = self._optimise(x, taps, lmbda_model, effort, synthesis, height, width, progress) if effort else None
+        symbols, log_scales = [], []
+
+        def choose(i: int, log_scale: torch.Tensor, encoder_residual: Callable[[], torch.Tensor]) -> torch.Tensor:
+            if i >= depth:  # not transmitted: the latent takes its prior mean, as in the decoder
+                return torch.zeros_like(log_scale)
+            k = torch.round(encoder_residual() if residuals is None else residuals[i].to(log_scale.dtype))
+            symbols.append(k.numpy().astype(np.int64))
+            log_scales.append(log_scale.numpy())
+            return k
+
+        h = self.model.encode_latents([t.cpu() for t in taps], self._lambda_tensor(self.model, lmbda_model), choose)
+        indices = [entropy.scale_indices(s) for s in log_scales]
         streams = [entropy.encode_symbols(s, i) for s, i in zip(symbols, indices)]
         header = container.Header(model_id=self.identity, lmbda=lmbda_model, height=height, width=width,
                                   synthesis=synthesis, index_checksum=entropy.indices_checksum(indices),
@@ -158,14 +169,14 @@ class Codec:
         return data, self._synthesize(h, lmbda_model, height, width, synthesis)
 
     def _optimise(self, x: torch.Tensor, taps: list[torch.Tensor], lmbda_model: float, effort: int, synthesis: str,
-                  height: int, width: int, progress: Callable[[int, int], None] | None) -> list[torch.Tensor]:
+                  height: int, width: int, progress: Progress) -> list[torch.Tensor]:
         """SGA's residuals for every latent, optimised in float32 on the analysis device."""
         if self._sga_model is None:
             self._sga_model = self._copy(self.device, torch.float32)
-        iterations = sga.EFFORT_ITERATIONS[effort]
+        iterations = EFFORT_ITERATIONS[effort]
         residuals = sga.optimise_latents(self._sga_model, x.float(), [t.float() for t in taps],
                                          self._lambda_tensor(self._sga_model, lmbda_model), iterations, synthesis,
-                                         height, width, progress and (lambda n: progress(n, iterations)))
+                                         height, width, progress)
         return [r.to("cpu", PRECISION) for r in residuals]
 
     @torch.no_grad()
@@ -191,22 +202,23 @@ class Codec:
         pins = _pins_by_latent(header.pins, name)
         indices = []
 
-        def read_symbols(i: int, log_scale: np.ndarray) -> np.ndarray | None:
-            if i >= depth:
-                return None
-            idx = entropy.scale_indices(log_scale)
+        def choose(i: int, log_scale: torch.Tensor, encoder_residual: None) -> torch.Tensor:
+            if i >= depth:  # not in the file: the latent takes its prior mean
+                return torch.zeros_like(log_scale)
+            idx = entropy.scale_indices(log_scale.numpy())
             positions, values = pins.get(i, ([], []))
             if len(positions) and positions[-1] >= idx.size:
                 raise FormatError(f"{name}: latent {i + 1}: a pinned scale lies outside the latent")
             idx.reshape(-1)[positions] = values
             indices.append(idx)
             try:
-                return entropy.decode_symbols(streams[i], idx)
+                symbols = entropy.decode_symbols(streams[i], idx)
             except FormatError as e:
                 raise FormatError(f"{name}: latent {i + 1}: {e}") from None
+            return torch.from_numpy(symbols).to(log_scale.dtype)
 
         grid = (math.ceil(header.height / PAD_MULTIPLE), math.ceil(header.width / PAD_MULTIPLE))
-        h = self.model.decode_latents(self._lambda_tensor(self.model, header.lmbda), grid, read_symbols)
+        h = self.model.decode_latents(self._lambda_tensor(self.model, header.lmbda), grid, choose)
         if entropy.indices_checksum(indices) != header.index_checksum:
             raise FormatError(f"{name}: the decoder rebuilt different probabilities than the encoder "
                               "(scale-index checksum mismatch); the file is corrupt")

@@ -20,3 +20,18 @@ class WeightsError(BgcodecError):
 def one_line(text: object) -> str:
     """``text`` as a single line: every run of whitespace, newlines included, becomes one space."""
     return " ".join(str(text).split())
+
+
+def describe_failure(exc: BaseException, name: str | None = None) -> str:
+    """One line for a failure: our own errors' message as it is; for anything else its type
+    and message, after ``NAME: internal error:`` when the failed input's name is given.
+
+    >>> describe_failure(FormatError("x.bgv: truncated file"))
+    'x.bgv: truncated file'
+    >>> describe_failure(KeyError("k"), "x.png")
+    "x.png: internal error: KeyError: 'k'"
+    """
+    if isinstance(exc, BgcodecError):
+        return one_line(exc)
+    prefix = f"{name}: internal error: " if name else ""
+    return f"{prefix}{type(exc).__name__}: {one_line(exc)}"

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -34,6 +36,24 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyErr
 
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pnm", ".bmp", ".tif", ".tiff", ".webp")
+"""What :func:`find_images` takes for an image file (any case)."""
+
+
+def find_images(folders: Sequence[str | os.PathLike], limit: int | None = None) -> list[Path]:
+    """The image files below ``folders`` (recursive), each folder's sorted by path; the first
+    ``limit``. Raises ImageError for a folder that is not one and when there are no images."""
+    files: list[Path] = []
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            raise ImageError(f"{folder}: not a directory")
+        files += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ImageError(f"{', '.join(map(str, folders))}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files[:limit]
 
 
 def _source_name(source: object, name: str | None) -> str:

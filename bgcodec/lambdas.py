@@ -18,8 +18,11 @@ BITS_PER_NAT = math.log2(math.e)
 CLI_PER_MODEL = 4 * 3 * BITS_PER_NAT / 255**2
 """λ_cli / λ_model (≈ 2.662e-4)."""
 
+DEFAULT_QUALITY = 75.0
+"""The quality of ``bgcodec encode`` and ``bgcodec.compress`` when neither λ nor quality is given."""
+
 SAMPLINGS = ("cube-root", "log-uniform", "log-middle")
-"""How training draws λ per crop (bgcodec.training.sample_lambdas)."""
+"""How training draws λ per crop (bgcodec.train.loop.sample_lambdas)."""
 
 VALIDATION_LAMBDAS = (0.0017, 0.0067, 0.0483, 0.2)
 """CLI-convention λ of training's periodic validation (the points of the shipped training curve)."""

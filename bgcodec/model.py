@@ -15,98 +15,22 @@ which is a separate sub-module so a shallow synthesis can replace it.
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import BGVAEConfig
 from .layers import BConvNeXt, CrossAttention, LambdaEmbedding, Modulation, WaveletDown, WaveletUp, conv
 
 PAD_MULTIPLE = 64
 INPUT_MEAN = 0.4546259594901961
 INPUT_SCALE = 3.67572653978347
 LOG_SIGMA_FLOOR = -2.3
-
-
-@dataclass(frozen=True)
-class BGVAEConfig:
-    """Widths and depths of a BG-VAE. Stage tuples run from fine to coarse in the encoder
-    (strides 4, 8, 16, 32, 64) and from coarse to fine in the decoder (64, 32, 16, 8, 4)."""
-
-    enc_widths: tuple[int, ...] = (192, 384, 512, 512, 512)
-    enc_depths: tuple[int, ...] = (6, 6, 6, 4, 4)
-    enc_kernels: tuple[int, ...] = (7, 7, 5, 3, 1)
-    dec_widths: tuple[int, ...] = (512, 512, 384, 256, 128)
-    dec_kernels: tuple[int, ...] = (1, 3, 5, 7, 7)
-    dec_mlp_ratios: tuple[float, ...] = (4.0, 3.0, 2.0, 1.75, 1.5)
-    dec_pre_blocks: tuple[int, ...] = (0, 1, 1, 1)
-    latent_channels: tuple[int, ...] = (32, 32, 96, 8)
-    latents_per_stage: tuple[int, ...] = (1, 2, 3, 3)
-    stride4_depth: int = 8
-    cross_attention: tuple[bool, ...] = (True, True, True, True)
-    """Cross-attention at the top-down transitions 64→32, 32→16, 16→8 and 8→4."""
-    lmbda_range: tuple[float, float] = (16.0, 2048.0)
-    """λ range in the model's own convention (see bgcodec.lambdas)."""
-    shallow_synthesis: str = "jpeg-like"
-    """The cheap alternative decoder head: "two-layer" or "jpeg-like" (see SHALLOW_SYNTHESES)."""
-
-    @property
-    def num_latents(self) -> int:
-        return sum(self.latents_per_stage)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BGVAEConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields
-        if unknown:
-            raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
-CONFIGS: dict[str, BGVAEConfig] = {
-    # The published layout, for GPU users: 95.7 M parameters (the paper reports 97.4 M; its
-    # cross-attention design is not public, ours has no MLP, see docs/DESIGN.md).
-    "paper": BGVAEConfig(),
-    # What 2 CPU cores can train: 6.40 M parameters (plus 0.14 M in the shallow synthesis);
-    # one training step (forward, backward, fused Adam) on 16 crops of 128×128 takes 0.54 s
-    # on this project's 2-core machine (channels_last, fp32). The stride-8 path is 64
-    # channels wide with 16 channels per latent: at 40 and 8 it capped Kodak near 35 dB
-    # (docs/DESIGN.md, `small` config).
-    "small": BGVAEConfig(
-        enc_widths=(32, 64, 96, 128, 128),
-        enc_depths=(1, 1, 1, 1, 1),
-        enc_kernels=(3, 3, 3, 3, 1),
-        dec_widths=(128, 128, 96, 64, 32),
-        dec_kernels=(1, 3, 3, 3, 3),
-        dec_mlp_ratios=(2.0, 2.0, 2.0, 1.5, 1.5),
-        dec_pre_blocks=(0, 1, 1, 1),
-        latent_channels=(16, 16, 32, 16),
-        stride4_depth=1,
-        cross_attention=(True, True, False, False),
-        lmbda_range=(1.0, 2048.0),
-    ),
-    # Smallest config that still exercises every code path; for tests.
-    "tiny": BGVAEConfig(
-        enc_widths=(16, 24, 32, 32, 32),
-        enc_depths=(1, 1, 1, 1, 1),
-        enc_kernels=(3, 3, 3, 3, 1),
-        dec_widths=(32, 32, 32, 24, 16),
-        dec_kernels=(1, 3, 3, 3, 3),
-        dec_mlp_ratios=(2.0, 2.0, 2.0, 2.0, 2.0),
-        dec_pre_blocks=(0, 1, 1, 1),
-        latent_channels=(4, 4, 4, 4),
-        stride4_depth=1,
-        cross_attention=(True, True, True, True),
-    ),
-}
 
 
 class LatentBlock(nn.Module):
@@ -139,28 +63,40 @@ class LatentBlock(nn.Module):
         """ln Δ, shape (B, C, 1, 1), from ln(λ / λ_ref) of shape (B,)."""
         return self.step_offset - self.step_slope * log_lambda_ratio.view(-1, 1, 1, 1)
 
-    def prior_params(self, h: torch.Tensor, emb: torch.Tensor, log_step: torch.Tensor):
-        """Returns the feature after the front block, the prior mean and ln(σ/Δ), the
-        prior scale in units of the quantisation step (floored at e^-2.3 ≈ 0.1)."""
-        h = self.front(h, emb)
-        mean, raw = self.prior(h).chunk(2, dim=1)
+    def predict(self, h: torch.Tensor, emb: torch.Tensor, log_lambda_ratio: torch.Tensor) -> "Prior":
+        """What every use of a latent starts with: its step, the feature after the front block,
+        the prior mean and ln(σ/Δ), the prior scale in units of the step (floored at
+        e^-2.3 ≈ 0.1)."""
+        log_step = self.log_step(log_lambda_ratio)
+        feature = self.front(h, emb)
+        mean, raw = self.prior(feature).chunk(2, dim=1)
         log_scale = F.softplus(raw - log_step - LOG_SIGMA_FLOOR) + LOG_SIGMA_FLOOR
-        return h, mean, log_scale
+        return Prior(feature, mean, log_scale, log_step)
 
-    def posterior_branch(self, h: torch.Tensor, tap: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def posterior_branch(self, prior: "Prior", tap: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """The posterior conv's output: here the posterior mean qm."""
-        merged = self.merge(torch.cat([self.post_feature(h, emb), self.post_tap(tap, emb)], dim=1))
+        merged = self.merge(torch.cat([self.post_feature(prior.feature, emb), self.post_tap(tap, emb)], dim=1))
         return self.posterior(self.post_merged(merged, emb))
 
-    def residual(self, h: torch.Tensor, tap: torch.Tensor, emb: torch.Tensor, mean: torch.Tensor,
-                 log_step: torch.Tensor) -> torch.Tensor:
+    def residual(self, prior: "Prior", tap: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """The posterior mean's offset from the prior mean, in quantisation steps: (qm − pm)/Δ."""
-        return (self.posterior_branch(h, tap, emb) - mean) * torch.exp(-log_step)
+        return (self.posterior_branch(prior, tap, emb) - prior.mean) * torch.exp(-prior.log_step)
 
-    def fuse(self, h: torch.Tensor, mean: torch.Tensor, residual: torch.Tensor, log_step: torch.Tensor,
-             emb: torch.Tensor) -> torch.Tensor:
+    def fuse(self, prior: "Prior", residual: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """Feed the latent z = pm + Δ·residual back into the top-down feature."""
-        return self.end(h + self.latent_proj(mean + residual * torch.exp(log_step)), emb)
+        return self.end(prior.feature + self.latent_proj(prior.mean + residual * torch.exp(prior.log_step)), emb)
+
+
+class Prior(NamedTuple):
+    """A latent's prior, from :meth:`LatentBlock.predict`; its tensors are (B, C, H, W)
+    except ``log_step`` (B, C, 1, 1)."""
+
+    feature: torch.Tensor
+    mean: torch.Tensor
+    log_scale: torch.Tensor
+    """ln(σ/Δ)."""
+    log_step: torch.Tensor
+    """ln Δ."""
 
 
 def gaussian_log_likelihood(residual: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
@@ -296,6 +232,10 @@ class TopDownStage(nn.Module):
 
 # visit(stage index, latent block, top-down feature) -> feature after fusing the latent
 LatentVisitor = Callable[[int, nn.Module, torch.Tensor], torch.Tensor]
+ChooseResidual = Callable[[int, torch.Tensor, "Callable[[], torch.Tensor] | None"], torch.Tensor]
+"""choose(latent index, the prior's ln(σ/Δ), the encoder's residual (qm − pm)/Δ as a function
+or None when decoding) → the latent's integer residual k, as a tensor of the prior's shape
+and dtype: the latent is z = pm + Δ·k."""
 
 
 class HierarchicalVAE(nn.Module):
@@ -382,16 +322,15 @@ class BGVAE(HierarchicalVAE):
         rates = []
 
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
-            log_step = latent.log_step(log_ratio)
-            h, mean, log_scale = latent.prior_params(h, emb, log_step)
-            residual = latent.residual(h, taps[stage], emb, mean, log_step)
+            prior = latent.predict(h, emb, log_ratio)
+            residual = latent.residual(prior, taps[stage], emb)
             if noisy:
                 residual = residual + torch.empty_like(residual).uniform_(-0.5, 0.5)
             else:
                 residual = torch.round(residual)
             with torch.autocast(device_type=residual.device.type, enabled=False):
-                rates.append(-gaussian_log_likelihood(residual, log_scale).sum(dim=(1, 2, 3)))
-            return latent.fuse(h, mean, residual, log_step, emb)
+                rates.append(-gaussian_log_likelihood(residual, prior.log_scale).sum(dim=(1, 2, 3)))
+            return latent.fuse(prior, residual, emb)
 
         grid = (im.shape[2] // PAD_MULTIPLE, im.shape[3] // PAD_MULTIPLE)
         return self.top_down(emb, grid, visit), emb, rates
@@ -412,58 +351,29 @@ class BGVAE(HierarchicalVAE):
         return self.synthesis if kind == "full" else self.shallow_synthesis
 
     @torch.no_grad()
-    def encode_latents(self, taps: list[torch.Tensor], lmbda: torch.Tensor, depth: int | None = None,
-                       residuals: list[torch.Tensor] | None = None):
-        """Quantise the latents through the probability path the decoder runs.
-
-        Latents past ``depth`` (default: all) are not transmitted: their residuals are 0,
-        so they take their prior means, as in the decoder. ``residuals`` (continuous, in
-        quantisation steps) replace the encoder's ``(qm − pm)/Δ``, e.g. by iteratively
-        optimised ones; they are rounded here.
-        Returns the integer residuals (int64) and the prior's ln(σ/Δ) of each latent, as
-        numpy arrays, and the top-down feature after the last latent (the synthesis input).
-        """
-        depth = self.cfg.num_latents if depth is None else depth
+    def encode_latents(self, taps: list[torch.Tensor], lmbda: torch.Tensor, choose: ChooseResidual) -> torch.Tensor:
+        """Run the probability path the decoder runs, with the latents ``choose`` picks (see
+        ChooseResidual; the encoder's residuals come from ``taps``); returns the synthesis input."""
         emb, log_ratio = self.condition(lmbda)
-        symbols, log_scales = [], []
+        indices = itertools.count()
 
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
-            log_step = latent.log_step(log_ratio)
-            h, mean, log_scale = latent.prior_params(h, emb, log_step)
-            if len(symbols) < depth:
-                if residuals is None:
-                    k = torch.round(latent.residual(h, taps[stage], emb, mean, log_step))
-                else:
-                    k = torch.round(residuals[len(symbols)]).to(mean.dtype)
-            else:
-                k = torch.zeros_like(mean)
-            symbols.append(k.numpy().astype(np.int64))
-            log_scales.append(log_scale.numpy())
-            return latent.fuse(h, mean, k, log_step, emb)
+            prior = latent.predict(h, emb, log_ratio)
+            k = choose(next(indices), prior.log_scale, lambda: latent.residual(prior, taps[stage], emb))
+            return latent.fuse(prior, k, emb)
 
-        grid = tuple(taps[0].shape[2:])
-        h = self.top_down(emb, grid, visit)
-        return symbols, log_scales, h
+        return self.top_down(emb, tuple(taps[0].shape[2:]), visit)
 
     @torch.no_grad()
-    def decode_latents(self, lmbda: torch.Tensor, grid: tuple[int, int],
-                       read_symbols: Callable[[int, np.ndarray], np.ndarray | None]) -> torch.Tensor:
-        """Rebuild the latents from their residuals; returns the synthesis input.
-
-        ``read_symbols(latent index, the prior's ln(σ/Δ))`` returns that latent's integer
-        residuals, or None for a latent that is not in the file (it then takes its prior mean).
-        """
+    def decode_latents(self, lmbda: torch.Tensor, grid: tuple[int, int], choose: ChooseResidual) -> torch.Tensor:
+        """Rebuild the latents from the integer residuals ``choose`` returns (it is given no
+        encoder residual); returns the synthesis input. ``grid`` is the size at stride 64."""
         emb, log_ratio = self.condition(lmbda)
-        count = 0
+        indices = itertools.count()
 
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
-            nonlocal count
-            log_step = latent.log_step(log_ratio)
-            h, mean, log_scale = latent.prior_params(h, emb, log_step)
-            symbols = read_symbols(count, log_scale.numpy())
-            count += 1
-            k = torch.zeros_like(mean) if symbols is None else torch.from_numpy(symbols).to(mean.dtype)
-            return latent.fuse(h, mean, k, log_step, emb)
+            prior = latent.predict(h, emb, log_ratio)
+            return latent.fuse(prior, choose(next(indices), prior.log_scale, None), emb)
 
         return self.top_down(emb, grid, visit)
 

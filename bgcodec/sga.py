@@ -20,12 +20,8 @@ from collections.abc import Callable
 import torch
 
 from .model import BGVAE, LatentBlock, gaussian_log_likelihood
+from .progress import Progress, no_progress
 
-# --effort level → SGA iterations. 0 is the plain (amortised) encoder.
-EFFORT_ITERATIONS = {0: 0, 1: 25, 2: 100, 3: 400}
-# Backpropagating through the top-down path and the synthesis keeps their activations:
-# about 2 GiB per megapixel with the `small` weights (benchmarks/memory.py --effort 1).
-MAX_PIXELS = 4 * 2**20
 LEARNING_RATE = 1e-2  # Adam, in quantisation steps; SGA's 5e-3 is for 2 000+ iterations
 CHECK_EVERY = 5
 EPS = 1e-5
@@ -53,7 +49,7 @@ def relaxed_round(w: torch.Tensor, tau: float, generator: torch.Generator | None
 
 def optimise_latents(model: BGVAE, image: torch.Tensor, taps: list[torch.Tensor], lmbda: torch.Tensor,
                      iterations: int, synthesis: str = "full", height: int | None = None, width: int | None = None,
-                     progress: Callable[[int], None] | None = None, seed: int = 0) -> list[torch.Tensor]:
+                     progress: Progress = no_progress, seed: int = 0) -> list[torch.Tensor]:
     """The residuals (in quantisation steps, relative to the prior means) of every latent
     after ``iterations`` steps of SGA (model convention λ, shape (1,)).
 
@@ -62,7 +58,7 @@ def optimise_latents(model: BGVAE, image: torch.Tensor, taps: list[torch.Tensor]
     ``CHECK_EVERY`` iterations, and at the end, the offsets are scored by the cost of their
     hard-quantised coding; the residuals of the best scored ones (the encoder's own, at
     offset 0, included) are returned, so more effort never gives a worse cost.
-    ``progress(n)`` is called after each iteration with the number done.
+    Each iteration is reported to ``progress``.
     """
     height = image.shape[2] if height is None else height
     width = image.shape[3] if width is None else width
@@ -87,8 +83,7 @@ def optimise_latents(model: BGVAE, image: torch.Tensor, taps: list[torch.Tensor]
             value, residuals = rd.hard(variables)
             if value < best_cost:
                 best_cost, best = value, residuals
-        if progress is not None:
-            progress(t + 1)
+        progress(t + 1, iterations, "SGA")
     return best
 
 
@@ -106,15 +101,14 @@ class _RDCost:
         rates, residuals = [], []
 
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
-            log_step = latent.log_step(self.log_ratio)
-            h, mean, log_scale = latent.prior_params(h, self.emb, log_step)
-            w = latent.residual(h, self.taps[stage], self.emb, mean, log_step)
+            prior = latent.predict(h, self.emb, self.log_ratio)
+            w = latent.residual(prior, self.taps[stage], self.emb)
             if offsets is not None:
                 w = w + offsets[len(residuals)]
             residuals.append(w)
             rounded = rounding(w)
-            rates.append(-gaussian_log_likelihood(rounded, log_scale).sum())
-            return latent.fuse(h, mean, rounded, log_step, self.emb)
+            rates.append(-gaussian_log_likelihood(rounded, prior.log_scale).sum())
+            return latent.fuse(prior, rounded, self.emb)
 
         h = self.model.top_down(self.emb, tuple(self.taps[0].shape[2:]), visit)
         height, width = self.target.shape[2:]

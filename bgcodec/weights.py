@@ -19,9 +19,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import lambdas
-from .errors import WeightsError
 from .bound import BoundVAE
-from .model import BGVAE, CONFIGS, BGVAEConfig, HierarchicalVAE
+from .errors import WeightsError
+from .config import CONFIGS, BGVAEConfig
+from .model import BGVAE, HierarchicalVAE
 
 DEFAULT_WEIGHTS = "bgvae-small.safetensors"
 """What the CLI loads without --weights. Becomes a file name in weights/ once trained weights ship."""

@@ -19,3 +19,18 @@ def perturb(model: BGVAE, posterior_gain: float = 5.0) -> BGVAE:
             elif name.endswith("posterior.weight"):
                 p.mul_(posterior_gain)
     return model
+
+
+def encode_latents(model: BGVAE, taps, lmbda):
+    """The encoder's own integer residuals and the prior's ln(σ/Δ) of every latent, as numpy
+    arrays, and the synthesis input: BGVAE.encode_latents with plain rounding."""
+    symbols, log_scales = [], []
+
+    def choose(i, log_scale, encoder_residual):
+        k = torch.round(encoder_residual())
+        symbols.append(k.numpy().astype("int64"))
+        log_scales.append(log_scale.numpy())
+        return k
+
+    h = model.encode_latents(taps, lmbda, choose)
+    return symbols, log_scales, h

@@ -13,7 +13,7 @@ from bgcodec import container, entropy, weights
 from bgcodec.codec import Codec, image_to_tensor
 from bgcodec.errors import BgcodecError, FormatError, WeightsError
 from bgcodec.weights import LoadedModel
-from helpers import perturb
+from helpers import encode_latents, perturb
 
 LMBDA = 0.01  # CLI convention
 SIZES = [(1, 1), (1, 65), (63, 64), (70, 130)]
@@ -89,7 +89,7 @@ def test_decoded_symbols_equal_encoded(lively, kind, h, w):
     lmbda_model = lively.check_lambda(LMBDA)
     assert header.lmbda == lmbda_model
     lm = torch.tensor([lmbda_model], dtype=torch.float64)
-    symbols, log_scales, _ = model.encode_latents(model.analyse(image_to_tensor(image), lm), lm)
+    symbols, log_scales, _ = encode_latents(model, model.analyse(image_to_tensor(image), lm), lm)
     indices = [entropy.scale_indices(s) for s in log_scales]
     assert header.index_checksum == entropy.indices_checksum(indices)
     nonzero = 0
@@ -106,7 +106,7 @@ def test_large_residuals_use_escape_coding():
     data, recon = wild.encode(image, LMBDA, return_reconstruction=True)
     model = wild.model
     lm = torch.tensor([wild.check_lambda(LMBDA)], dtype=torch.float64)
-    symbols, _, _ = model.encode_latents(model.analyse(image_to_tensor(image), lm), lm)
+    symbols, _, _ = encode_latents(model, model.analyse(image_to_tensor(image), lm), lm)
     assert max(np.abs(s).max() for s in symbols) >= entropy.SUPPORT_RADIUS
     assert np.array_equal(wild.decode(data), recon)
 

@@ -10,9 +10,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from bgcodec import bdrate, classic_codecs
+from bgcodec.eval import bdrate
+from bgcodec.eval import codecs as classic_codecs
 from bgcodec.cli import cli
-from bgcodec.metrics import MS_SSIM_MIN_SIZE, MS_SSIM_WEIGHTS, MSSSIM, ms_ssim, ms_ssim_db, psnr
+from bgcodec.eval.metrics import MS_SSIM_MIN_SIZE, MS_SSIM_WEIGHTS, MSSSIM, ms_ssim, ms_ssim_db, psnr
 
 RATES = np.array([0.12, 0.25, 0.5, 0.9, 1.6, 2.4])
 PSNRS = np.array([27.0, 29.6, 32.1, 34.4, 36.9, 38.8])
@@ -195,6 +196,7 @@ def run_eval(*args):
     return CliRunner().invoke(cli, ["eval", *map(str, args)], catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_eval_end_to_end(tiny_dataset, tmp_path):
     out = tmp_path / "out"
     result = run_eval(tiny_dataset, "--weights", "random:tiny", "--lambdas", "0.01,0.1", "--codecs", "jpeg,webp",

@@ -11,12 +11,14 @@ from safetensors import safe_open
 
 from bgcodec.bound import BoundVAE, GaussianLatentBlock, gaussian_kl
 from bgcodec.cli import cli
-from bgcodec.curves import bound_curve, bound_gaps, psnr_at
+from bgcodec.train.curves import bound_curve, bound_gaps, psnr_at
 from bgcodec.errors import WeightsError
-from bgcodec.guidance import (GuidedStudent, affinity, affinity_distance, captured_features, feature_widths,
+from bgcodec.train.guidance import (GuidedStudent, affinity, affinity_distance, captured_features, feature_widths,
                               guidance_loss, teacher_targets)
-from bgcodec.model import BGVAE, CONFIGS
-from bgcodec.training import TrainOptions, _objective, check_options, train
+from bgcodec.config import CONFIGS
+from bgcodec.model import BGVAE
+from bgcodec.train.loop import objective, train
+from bgcodec.train.options import TrainOptions
 from bgcodec.weights import load_bound_model, load_model, save_model
 
 TINY = CONFIGS["tiny"]
@@ -94,6 +96,7 @@ def test_bound_model_returns_a_reconstruction_and_a_kl_per_latent():
     assert not torch.equal(model(im, lam, sample=True)[0], model(im, lam, sample=True)[0])
 
 
+@pytest.mark.slow
 def test_bound_weights_load_as_a_bound_model_and_never_as_a_codec(tmp_path):
     model = tiny_bound()
     path = tmp_path / "bound.safetensors"
@@ -144,11 +147,12 @@ def test_features_are_taken_at_the_eight_resolution_changes():
     assert again == []
 
 
+@pytest.mark.slow
 def test_the_teacher_gets_no_gradient_and_the_student_and_projectors_do():
     teacher = tiny_bound().requires_grad_(False)
     guided = GuidedStudent(tiny_student()).train()
     opts = TrainOptions(data=[], out="", teacher="x")
-    stats = _objective(guided, teacher, torch.rand(2, 3, 64, 64), torch.tensor([20.0, 500.0]), opts)
+    stats = objective(guided, teacher, torch.rand(2, 3, 64, 64), torch.tensor([20.0, 500.0]), opts)
     stats["loss"].backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert all(p.grad is not None for p in guided.projectors.parameters())
@@ -156,6 +160,7 @@ def test_the_teacher_gets_no_gradient_and_the_student_and_projectors_do():
     assert stats["feature_loss"] > 0 and stats["teacher_mse"] > 0
 
 
+@pytest.mark.slow
 def test_guidance_loss_decreases_when_a_student_overfits_its_teacher():
     teacher = tiny_bound().requires_grad_(False)
     guided = GuidedStudent(tiny_student()).train()
@@ -178,9 +183,9 @@ def test_guidance_loss_decreases_when_a_student_overfits_its_teacher():
 
 def test_option_combinations_without_meaning_are_refused():
     with pytest.raises(Exception, match="--bound"):
-        check_options(TrainOptions(data=[], out="", bound=True, teacher="t.safetensors"))
+        TrainOptions(data=[], out="", bound=True, teacher="t.safetensors").check()
     with pytest.raises(Exception, match="--shallow-only"):
-        check_options(TrainOptions(data=[], out="", teacher="t.safetensors", shallow_only=True))
+        TrainOptions(data=[], out="", teacher="t.safetensors", shallow_only=True).check()
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +197,7 @@ def trained_bound(tmp_path_factory, image_dir):
     return train(opts, log=lambda s: None)
 
 
+@pytest.mark.slow
 def test_train_bound_exports_a_bound_model_and_validates_with_its_kl(trained_bound):
     with safe_open(str(trained_bound), "pt") as f:
         meta = f.metadata()
@@ -200,6 +206,7 @@ def test_train_bound_exports_a_bound_model_and_validates_with_its_kl(trained_bou
     assert (trained_bound.parent / "val.csv").read_text().count("\n") == 2
 
 
+@pytest.mark.slow
 def test_guided_training_runs_resumes_and_exports_only_the_codec(tmp_path, image_dir, trained_bound):
     opts = TrainOptions(data=[str(image_dir)], out=str(tmp_path), config="tiny", steps=2, batch_size=2, crop=64,
                         warmup_steps=1, log_every=1, threads=1, teacher=str(trained_bound))
@@ -221,6 +228,7 @@ def test_guided_training_refuses_a_teacher_of_another_config(tmp_path, image_dir
     assert "config differs" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_bound_command_prints_both_curves_and_the_gap(tmp_path, image_dir, trained_bound):
     result = CliRunner().invoke(cli, ["bound", str(trained_bound), str(image_dir), "--weights", "random:tiny",
                                       "--lambdas", "0.005,0.5", "--limit", "2", "-o", str(tmp_path)])

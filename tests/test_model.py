@@ -7,17 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from bgcodec.model import (
-    BGVAE,
-    CONFIGS,
-    SHALLOW_SYNTHESES,
-    LOG_SIGMA_FLOOR,
-    BGVAEConfig,
-    count_parameters,
-    gaussian_log_likelihood,
-)
+from bgcodec.config import CONFIGS, BGVAEConfig
+from bgcodec.model import BGVAE, LOG_SIGMA_FLOOR, SHALLOW_SYNTHESES, count_parameters, gaussian_log_likelihood
 from bgcodec.weights import load_model
-from helpers import perturb
+from helpers import encode_latents, perturb
 
 LMBDA = 128.0  # model convention
 
@@ -133,6 +126,7 @@ def test_small_parameter_count():
     assert 2_000_000 < n < 10_000_000, n
 
 
+@pytest.mark.slow
 def test_paper_config_size_and_forward():
     torch.manual_seed(0)
     model = BGVAE(CONFIGS["paper"]).eval()
@@ -265,25 +259,9 @@ def _analyse(model, seed=0, h=64, w=128):
     return model.analyse(_image(1, h, w, seed), lm), lm
 
 
-@pytest.mark.parametrize("depth", [1, 4, 8])
-def test_encode_latents_depth_zeroes_later_latents(tiny_lively, depth):
-    taps, lm = _analyse(tiny_lively)
-    symbols_full, log_scales_full, _ = tiny_lively.encode_latents(taps, lm)
-    symbols, log_scales, h = tiny_lively.encode_latents(taps, lm, depth)
-    assert len(symbols) == len(log_scales) == 9
-    for i in range(depth):
-        np.testing.assert_array_equal(symbols[i], symbols_full[i])
-        np.testing.assert_array_equal(log_scales[i], log_scales_full[i])
-    for i in range(depth, 9):
-        assert symbols[i].shape == symbols_full[i].shape
-        assert not symbols[i].any(), f"latent {i + 1} past depth {depth} has non-zero residuals"
-    # The full-depth encoding of this image does transmit something in the later latents.
-    assert any(symbols_full[i].any() for i in range(depth, 9))
-
-
 def test_encode_latents_shapes_and_dtypes(tiny_lively):
     taps, lm = _analyse(tiny_lively)
-    symbols, log_scales, h = tiny_lively.encode_latents(taps, lm)
+    symbols, log_scales, h = encode_latents(tiny_lively, taps, lm)
     cfg = tiny_lively.cfg
     strides = [64] + [32] * 2 + [16] * 3 + [8] * 3
     channels = [c for c, n in zip(cfg.latent_channels, cfg.latents_per_stage) for _ in range(n)]
@@ -294,17 +272,16 @@ def test_encode_latents_shapes_and_dtypes(tiny_lively):
     assert h.shape == (1, cfg.dec_widths[3], 8, 16)
 
 
-@pytest.mark.parametrize("depth", [None, 3])
-def test_decode_latents_reproduces_encoder(tiny_lively, depth):
+def test_decode_latents_reproduces_encoder(tiny_lively):
     taps, lm = _analyse(tiny_lively, seed=3)
-    symbols, log_scales, h_enc = tiny_lively.encode_latents(taps, lm, depth)
-    n = 9 if depth is None else depth
+    symbols, log_scales, h_enc = encode_latents(tiny_lively, taps, lm)
     calls = []
 
-    def read_symbols(i, log_scale):
+    def read_symbols(i, log_scale, encoder_residual):
         calls.append(i)
-        np.testing.assert_array_equal(log_scale, log_scales[i])
-        return symbols[i].astype(np.int32) if i < n else None
+        assert encoder_residual is None
+        np.testing.assert_array_equal(log_scale.numpy(), log_scales[i])
+        return torch.from_numpy(symbols[i]).to(log_scale.dtype)
 
     h_dec = tiny_lively.decode_latents(lm, tuple(taps[0].shape[2:]), read_symbols)
     assert calls == list(range(9))
@@ -317,6 +294,6 @@ def test_forward_quantised_matches_coding_path(tiny_lively):
     lm = _lmbda(LMBDA)
     with torch.no_grad():
         out, _ = tiny_lively(x, lm, noisy=False)
-        _, _, h = tiny_lively.encode_latents(tiny_lively.analyse(x, lm), lm)
+        _, _, h = encode_latents(tiny_lively, tiny_lively.analyse(x, lm), lm)
         out2 = tiny_lively.synthesize(h, lm)
     torch.testing.assert_close(out, out2, atol=1e-5, rtol=1e-5)

@@ -3,7 +3,7 @@ takes, and the encoder writes the same bytes under any of them (docs/DESIGN.md, 
 bitstreams).
 
 Fresh interpreters run under the environment variables of
-``bgcodec.system.KERNEL_CONFIGURATIONS`` (no AVX2 in ATen, oneDNN and MKL without AVX, 1 and
+``bgcodec.eval.system.KERNEL_CONFIGURATIONS`` (no AVX2 in ATen, oneDNN and MKL without AVX, 1 and
 2 threads), with the shipped weights on a few small images. Each one encodes the images
 and decodes the files that the unmodified (native) process wrote.
 """
@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bgcodec.system import KERNEL_CONFIGURATIONS, kernel_environment
+from bgcodec.eval.system import KERNEL_CONFIGURATIONS, kernel_environment
+
+pytestmark = pytest.mark.slow  # every test here starts fresh interpreters
 
 REPO = Path(__file__).resolve().parents[1]
 LAMBDAS = (0.004, 0.05)  # CLI convention

@@ -11,9 +11,12 @@ import pytest
 import torch
 
 from bgcodec import lambdas
-from bgcodec.data import random_crop
-from bgcodec.model import BGVAE, CONFIGS
-from bgcodec.training import TrainOptions, init_from, learning_rate, sample_lambdas, train
+from bgcodec.train.data import random_crop
+from bgcodec.config import CONFIGS
+from bgcodec.model import BGVAE
+from bgcodec.train.checkpoints import init_from
+from bgcodec.train.loop import learning_rate, sample_lambdas, train
+from bgcodec.train.options import TrainOptions
 from bgcodec.weights import load_model
 
 
@@ -70,6 +73,7 @@ def test_random_crop_pads_small_images_and_keeps_size():
     assert random_crop(tiny, 64, rng).shape == (64, 64, 3)
 
 
+@pytest.mark.slow
 def test_train_resume_and_export(image_dir, tmp_path):
     out = tmp_path / "run"
     weights = train(options(image_dir, out, val_dir=str(image_dir), val_images=1, val_every=4,
@@ -90,6 +94,7 @@ def test_train_resume_and_export(image_dir, tmp_path):
     assert resumed.identity != loaded.identity
 
 
+@pytest.mark.slow
 def test_compile_runs_the_step_through_torch_compile_and_saves_the_plain_model(image_dir, tmp_path, monkeypatch):
     # A stand-in for torch.compile that wraps the module the way it does (so a saved wrapper
     # would show in the tensor names) without the minutes of compiling.
@@ -116,10 +121,11 @@ def test_compile_runs_the_step_through_torch_compile_and_saves_the_plain_model(i
     assert '"steps": 6' in load_model(str(out / "ema.safetensors")).metadata["training"]
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     model = BGVAE(CONFIGS["tiny"]).train()
-    from bgcodec.training import rate_distortion
+    from bgcodec.train.loop import rate_distortion
 
     im = torch.rand(2, 3, 64, 64)
     lam = torch.tensor([256.0, 256.0])
@@ -152,6 +158,7 @@ def test_init_copies_matching_tensors_and_lists_the_rest(tmp_path):
     assert torch.equal(target.synthesis.blocks[0].mlp[0].weight, source.synthesis.blocks[0].mlp[0].weight)
 
 
+@pytest.mark.slow
 def test_shallow_only_trains_only_the_shallow_synthesis(image_dir, tmp_path):
     from bgcodec.weights import load_model, save_model
 
@@ -165,6 +172,7 @@ def test_shallow_only_trains_only_the_shallow_synthesis(image_dir, tmp_path):
     assert changed and all(k.startswith("shallow_synthesis.") for k in changed), sorted(changed)[:5]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(image_dir, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -180,6 +188,7 @@ def test_two_process_ddp_on_cpu(image_dir, tmp_path):
     assert training["lambda_sampling"] == "log-uniform"
 
 
+@pytest.mark.slow
 def test_cli_val_lambdas_set_the_validation_points(image_dir, tmp_path):
     from click.testing import CliRunner
 

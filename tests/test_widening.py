@@ -5,8 +5,9 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from bgcodec.model import BGVAE, CONFIGS
-from bgcodec.training import init_from
+from bgcodec.config import CONFIGS
+from bgcodec.model import BGVAE
+from bgcodec.train.checkpoints import init_from
 from bgcodec.weights import save_model
 
 TINY = CONFIGS["tiny"]

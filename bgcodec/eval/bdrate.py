@@ -27,7 +27,7 @@ numpy only; no scipy.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -181,3 +181,19 @@ def _log_rate(rate: Sequence[float]) -> np.ndarray:
     r = np.asarray(rate, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(r > 0, np.log(np.where(r > 0, r, 1.0)), np.nan)
+
+
+class BDColumn(NamedTuple):
+    key: str
+    title: str
+    metric: str
+    kind: str  # "rate": BD-rate in %, "quality": BD-quality in dB
+    unit: str
+
+
+BD_COLUMNS = (
+    BDColumn("bd_rate_psnr", "BD-rate PSNR", "psnr", "rate", "%"),
+    BDColumn("bd_psnr", "BD-PSNR", "psnr", "quality", "dB"),
+    BDColumn("bd_rate_msssim", "BD-rate MS-SSIM", "ms_ssim_db", "rate", "%"),
+    BDColumn("bd_msssim_db", "BD-MS-SSIM", "ms_ssim_db", "quality", "dB"),
+)

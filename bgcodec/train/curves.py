@@ -1,30 +1,31 @@
 """Mean rate–distortion curves of a model on a few images, for training validation and
 ``bgcodec bound``: the codec's from real bitstreams, the bound model's from its KL.
 
-(``bgcodec eval`` is the full evaluation against the classic codecs.)
+(``bgcodec eval`` is the full evaluation against the classic codecs; the plot of these
+curves is bgcodec.eval.plots.write_bound_plot.)
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from . import lambdas
-from .bound import BoundVAE
-from .codec import Codec, image_to_tensor, tensor_to_image
-from .metrics import psnr as image_psnr
-from .model import BGVAE
-from .weights import in_memory
+from .. import lambdas
+from ..bound import BoundVAE
+from ..codec import Codec, image_to_tensor, tensor_to_image
+from ..eval.metrics import psnr as image_psnr
+from ..model import BGVAE
+from ..progress import Progress, no_progress
+from ..weights import in_memory
 
-Progress = Callable[[], None]
 
 
 def codec_curve(model: BGVAE, images: Sequence[np.ndarray], lambdas_cli: Sequence[float], synthesis: str = "full",
-                progress: Progress = lambda: None) -> list[dict]:
+                progress: Progress = no_progress) -> list[dict]:
     """Encode and decode each image with the real coder; mean bpp (file sizes) and PSNR per λ."""
     codec = Codec(in_memory(copy.deepcopy(model).float().cpu().eval()), torch.device("cpu"))
     rows = []
@@ -34,14 +35,14 @@ def codec_curve(model: BGVAE, images: Sequence[np.ndarray], lambdas_cli: Sequenc
             data = codec.encode(image, lmbda, synthesis=synthesis)
             bpp.append(8 * len(data) / (image.shape[0] * image.shape[1]))
             psnr.append(image_psnr(image, codec.decode(data)))
-            progress()
+            progress(len(rows) * len(images) + len(bpp), len(lambdas_cli) * len(images), f"λ {lmbda:g}")
         rows.append({"lambda": lmbda, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))})
     return rows
 
 
 @torch.no_grad()
 def bound_curve(model: BoundVAE, images: Sequence[np.ndarray], lambdas_cli: Sequence[float], seed: int = 0,
-                progress: Progress = lambda: None) -> list[dict]:
+                progress: Progress = no_progress) -> list[dict]:
     """The bound model's estimate per λ: mean bpp = KL·log2(e) / pixels, and mean PSNR of its
     reconstruction from one posterior sample (the distortion term of the bound), on the
     images padded as the codec pads them."""
@@ -57,7 +58,7 @@ def bound_curve(model: BoundVAE, images: Sequence[np.ndarray], lambdas_cli: Sequ
                 out, kls = model(x, torch.tensor([lambdas.to_model(lmbda)]), sample=True)
                 bpp.append(float(torch.stack(kls).sum()) * lambdas.BITS_PER_NAT / (h * w))
                 psnr.append(image_psnr(image, tensor_to_image(out, h, w)))
-                progress()
+                progress(len(rows) * len(images) + len(bpp), len(lambdas_cli) * len(images), f"λ {lmbda:g}")
             rows.append({"lambda": lmbda, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))})
     return rows
 
@@ -98,27 +99,3 @@ def bound_table(bound: Sequence[dict], codec: Sequence[dict] | None) -> str:
         lines += ["", "Gap (bound − codec PSNR at equal bpp): " + ", ".join(
             f"{bpp} bpp: " + ("n/a (outside a curve)" if gap is None else f"{gap:+.2f} dB") for bpp, gap in gaps.items())]
     return "\n".join(lines)
-
-
-def plot_bound(bound: Sequence[dict], codec: Sequence[dict] | None, path: str, title: str) -> bool:
-    """PSNR-vs-bpp plot of the bound and the codec; False if matplotlib is missing."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return False
-    fig = Figure(figsize=(7, 5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    curves = [("bound model (KL rate, estimate)", bound, "--")] + ([("bgcodec (real files)", codec, "-")] if codec else [])
-    for label, rows, style in curves:
-        points = sorted((r["bpp"], r["psnr"]) for r in rows)
-        ax.plot(*zip(*points), style, marker="o", markersize=4, label=label)
-    ax.set_xlabel("bits per pixel")
-    ax.set_ylabel("PSNR RGB (dB)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return True

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bgcodec.errors import one_line
-from bgcodec.system import library_version, module_version
+from bgcodec.eval.system import library_version, module_version
 
 
 class CodecUnavailable(Exception):
@@ -222,3 +222,6 @@ CODEC_CLASSES: dict[str, type[EvalCodec]] = {
     c.name: c for c in (JpegCodec, Jpeg444Codec, WebpCodec, AvifCodec, JxlCodec, Jpeg2000Codec)
 }
 CLASSIC_CODECS = tuple(CODEC_CLASSES)
+"""The names ``bgcodec eval --codecs`` takes."""
+BGCODEC = "bgcodec"
+"""The name bgcodec itself has in an evaluation's results."""

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import BConvNeXt
-from .model import HierarchicalVAE
+from ..layers import BConvNeXt
+from ..model import HierarchicalVAE
 
 
 def feature_points(model: HierarchicalVAE) -> list[tuple[nn.Module, bool]]:

@@ -16,7 +16,7 @@ import re
 
 import torch
 
-from .model import BGVAEConfig
+from ..config import BGVAEConfig
 
 # Output dimensions that hold several blocks of channels: AdaLN and Modulation (shift,
 # scale), the prior (mean, raw scale), cross-attention keys and values, and wavelet

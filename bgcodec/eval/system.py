@@ -1,4 +1,5 @@
-"""What this machine and its libraries are, for benchmark and evaluation reports.
+"""What this machine and its libraries are, for benchmark, evaluation and training reports,
+and the kernel configurations that make torch compute as another computer would.
 
 Standard library only, so that any process can import it cheaply (the memory benchmark
 measures its children's RSS and must stay small itself).
@@ -40,6 +41,59 @@ def machine_info() -> dict[str, Any]:
         info["load_average"] = list(os.getloadavg())
     except (OSError, AttributeError):
         pass
+    return info
+
+
+def versions() -> dict[str, Any]:
+    """Versions of Python, bgcodec and the libraries behind the codecs and plots."""
+    from importlib.metadata import version
+
+    from bgcodec import __version__
+
+    out: dict[str, Any] = {"python": platform.python_version(), "bgcodec": __version__}
+    for module in ("torch", "numpy", "PIL", "imagecodecs", "matplotlib"):
+        out["Pillow" if module == "PIL" else module] = module_version(module)
+    out.update(_pillow_library_versions())
+    out.update(_imagecodecs_library_versions())
+    try:
+        out["click"] = version("click")
+    except Exception:
+        pass
+    return out
+
+
+def _pillow_library_versions() -> dict[str, str | None]:
+    from PIL import features
+
+    out: dict[str, str | None] = {}
+    for key, feature in (("libjpeg", "jpg"), ("libwebp", "webp"), ("libavif", "avif")):
+        try:
+            out[key] = features.version(feature)
+        except Exception:
+            out[key] = None
+    try:
+        out["libjpeg_turbo"] = features.version_feature("libjpeg_turbo")
+    except Exception:
+        pass
+    return out
+
+
+def _imagecodecs_library_versions() -> dict[str, str | None]:
+    try:
+        import imagecodecs
+    except ImportError:
+        return {}
+    return {"libjxl": library_version(imagecodecs, "jpegxl_version"),
+            "openjpeg": library_version(imagecodecs, "jpeg2k_version")}
+
+
+def machine(device: Any) -> dict[str, Any]:
+    """The machine (:func:`bgcodec.system.machine_info`), the device bgcodec ran on and its GPU."""
+    info = {**machine_info(), "device": str(device)}
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name(device)
     return info
 
 

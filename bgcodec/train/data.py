@@ -1,4 +1,4 @@
-"""Training data: image folders, random crops with padding, flips."""
+"""Training data: the images of some folders, kept in memory, as random crops with padding and flips."""
 
 from __future__ import annotations
 
@@ -9,30 +9,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+from ..imageio import find_images, load_image
+
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
 
 
-def find_images(folders: list[str | os.PathLike]) -> list[Path]:
-    """All PNG/JPEG files below the given folders (recursive), in sorted order."""
-    files = []
-    for folder in folders:
-        root = Path(folder)
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root}: not a directory")
-        files += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise FileNotFoundError(f"no PNG or JPEG images found in {', '.join(map(str, folders))}")
-    return files
-
-
 def load_training_image(path: Path, downscale_jpeg: bool) -> np.ndarray:
-    """HxWx3 uint8. JPEG sources are optionally halved (Lanczos) to remove coding artefacts."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if downscale_jpeg and path.suffix.lower() in JPEG_SUFFIXES:
-            im = im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.LANCZOS)
-        return np.asarray(im, dtype=np.uint8)
+    """HxWx3 uint8, read as ``bgcodec encode`` reads it (alpha dropped). JPEG sources are
+    optionally halved (Lanczos) to remove coding artefacts."""
+    image = load_image(path, drop_alpha=True)[0]
+    if not (downscale_jpeg and path.suffix.lower() in JPEG_SUFFIXES):
+        return image
+    height, width = image.shape[:2]
+    halved = Image.fromarray(image).resize((max(1, width // 2), max(1, height // 2)), Image.LANCZOS)
+    return np.asarray(halved, dtype=np.uint8)
 
 
 def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,0 +1,74 @@
+"""The ``bgcodec`` command line: ``encode``, ``decode``, ``info``, ``eval``, ``bound`` and ``train``.
+
+- ``common``: exit codes, the reporter, the progress bar, shared options.
+- ``batch``: planning outputs, writing them safely, one error line per failed input.
+- ``coding``: encode, decode, info.
+- ``evaluate``: eval, bound.
+- ``train``: train, with its options derived from TrainOptions.
+
+torch is imported only by the commands that run the model, so ``bgcodec --help`` and
+``bgcodec info`` start fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .coding import decode, encode, info
+from .common import PROG, Terminated
+from .evaluate import bound, eval_command
+from .train import train
+
+MAIN_EPILOG = """\b
+Examples:
+  bgcodec encode img.png -l 0.01 -o img.bgv
+  bgcodec decode img.bgv -o img.png
+  bgcodec info img.bgv
+
+\b
+Exit status:
+  0    every input was processed
+  1    at least one input failed (each failure is one
+       'bgcodec: error: ...' line on stderr; the others
+       were still processed)
+  2    usage error (unknown option, bad value, ...)
+  130  interrupted by Ctrl-C, 143 by SIGTERM (no partial
+       output file is left behind)
+"""
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=MAIN_EPILOG,
+)
+@click.version_option(__version__, "-V", "--version", prog_name=PROG, message="%(prog)s %(version)s")
+def cli() -> None:
+    """bgcodec: a learned image codec (BG-VAE).
+
+    Compress images to .bgv files, decompress them, and inspect .bgv headers.
+    Run 'bgcodec COMMAND --help' for each command's options.
+    """
+
+
+for command in (encode, decode, info, eval_command, bound, train):
+    cli.add_command(command)
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM
+        pass
+    cli.main(args=argv, prog_name=PROG)
+
+
+if __name__ == "__main__":
+    main()

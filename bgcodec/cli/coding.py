@@ -1,0 +1,292 @@
+"""``bgcodec encode``, ``decode`` and ``info``: the codec on the command line."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..config import EFFORT_ITERATIONS, EFFORT_MAX_PIXELS
+from ..container import SYNTHESIS_KINDS
+from ..errors import BgcodecError, describe_failure, one_line
+from ..imageio import DEFAULT_MAX_PIXELS
+from ..lambdas import DEFAULT_QUALITY
+from .batch import CodecHolder, Job, check_not_exists, plan, read_input, run_batch, write_output
+from .common import EXIT_FAILED, EXIT_OK, STDIO, ProgressBar, Reporter, device_option, weights_option
+
+ENCODE_EPILOG = """\b
+Examples:
+  bgcodec encode img.png -l 0.01 -o img.bgv
+  bgcodec encode img.png -q 90            # writes img.bgv next to img.png
+  bgcodec encode photos/*.png -q 80 -o out/
+  cat img.png | bgcodec encode - -l 0.01 -o - > img.bgv
+  bgcodec encode img.png -q 80 --synthesis shallow -e 2   # fast decoding, SGA encoding
+
+\b
+Quality 1..100 maps log-linearly onto the lambda range the weights were
+trained for (1 = smallest file, 100 = best quality).  Lambda follows the
+CompressAI convention: loss = bpp + lambda * 255^2 * MSE.
+
+\b
+Without --force an existing output is never overwritten; outputs are
+written to a temporary file and renamed into place, so a failed or
+interrupted run leaves no partial file.
+"""
+
+DECODE_EPILOG = """\b
+Examples:
+  bgcodec decode img.bgv                  # writes img.png next to img.bgv
+  bgcodec decode img.bgv -o img.webp      # format from the extension
+  bgcodec decode out/*.bgv -o decoded/
+  bgcodec decode img.bgv -o - | display -
+  bgcodec decode img.bgv --synthesis shallow   # the fast decoder, for any file
+
+\b
+Output formats by extension: .png (default), .bmp, .tif/.tiff,
+.webp (lossless), .ppm/.pnm, .jpg/.jpeg (quality 95, 4:4:4), .tga, .qoi,
+.jp2/.j2k, .avif (quality 95).  -o - writes PNG to stdout.
+"""
+
+INFO_EPILOG = """\b
+Examples:
+  bgcodec info img.bgv
+  bgcodec info --json *.bgv | jq '.[].bpp'
+
+\b
+--json prints one object for one file and a list of objects for several
+(a list even when some of them fail); failures go to stderr.
+"""
+
+
+def output_options(ext: str, what: str):
+    """-o/--output, -f/--force and --quiet, shared by encode and decode."""
+
+    def decorate(f):
+        f = click.option("--quiet", is_flag=True, help="Print only errors (no notes, statistics, progress bar).")(f)
+        f = click.option(
+            "-f",
+            "--force",
+            is_flag=True,
+            help="Overwrite existing output files (default: an existing output makes that input fail).",
+        )(f)
+        f = click.option(
+            "-o",
+            "--output",
+            metavar="OUT|DIR/",
+            default=None,
+            help=f"Output {what}, or a directory (an existing one, or a path ending in '/', which "
+            f"is created) to write DIR/<name>{ext} into; '-' writes to stdout.  A single file "
+            f"name needs a single input.  Default: next to each input with the extension "
+            f"replaced by {ext}, or stdout when the input is '-'.",
+        )(f)
+        return f
+
+    return decorate
+
+
+coding_weights_option = weights_option(
+    "Model weights (.safetensors) to use instead of the shipped default. decode must use the weights the file "
+    "was encoded with.")
+
+max_pixels_option = click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    metavar="N",
+    help="Refuse images with more than N pixels (checked from the header, before any decoding).",
+)
+
+
+@click.command(epilog=ENCODE_EPILOG, short_help="Compress images to .bgv.")
+@click.argument("inputs", nargs=-1, required=True, metavar="IN...")
+@click.option(
+    "-l",
+    "--lambda",
+    "lmbda",
+    type=float,
+    metavar="LAMBDA",
+    help="Rate-distortion trade-off in the CompressAI convention (larger = better "
+    "quality, bigger file).  Must lie in the range the weights were trained for; a "
+    "value outside it is an error that states the range.  Excludes -q.",
+)
+@click.option(
+    "-q",
+    "--quality",
+    type=click.FloatRange(1, 100),
+    metavar="1..100",
+    help="Quality, mapped onto the weights' lambda range (1 = smallest file, "
+    f"100 = best quality).  Default: {DEFAULT_QUALITY:g} when -l is not given.",
+)
+@output_options(".bgv", "file")
+@coding_weights_option
+@device_option()
+@click.option(
+    "--drop-alpha",
+    is_flag=True,
+    help="Discard the alpha channel / transparency of inputs that have one "
+    "(default: refuse such inputs).",
+)
+@click.option(
+    "--synthesis",
+    type=click.Choice(SYNTHESIS_KINDS),
+    default=SYNTHESIS_KINDS[0],
+    show_default=True,
+    help="Decoder to target and record in the file: the full synthesis, or the shallow one "
+    "(faster decoding, some quality lost; any decoder can still pick either).",
+)
+@click.option(
+    "-e",
+    "--effort",
+    type=click.IntRange(min(EFFORT_ITERATIONS), max(EFFORT_ITERATIONS)),
+    default=0,
+    show_default=True,
+    help="Encoder effort: 0 = one pass; "
+    + ", ".join(f"{level}" for level in list(EFFORT_ITERATIONS)[1:]) + " = "
+    + ", ".join(f"{n}" for n in list(EFFORT_ITERATIONS.values())[1:])
+    + " iterations of SGA latent optimisation for the chosen synthesis, which keeps a result only if it lowers "
+    "the rate-distortion cost: smaller files at equal quality, at the price of much slower encoding (see "
+    "docs/BENCHMARKS.md); the decoder is unchanged.  Effort > 0 takes images of up to "
+    f"{EFFORT_MAX_PIXELS / 2**20:g} Mi pixels.",
+)
+@max_pixels_option
+@click.pass_context
+def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, drop_alpha, synthesis, effort,
+           max_pixels):
+    """Compress images (PNG, JPEG, WebP, TIFF, ... or '-' for stdin) to .bgv files.
+
+    Grayscale, palette, CMYK and 16-bit images are converted to 8-bit RGB (with
+    a note); EXIF orientation is applied; images with alpha are refused unless
+    --drop-alpha.
+    """
+    if lmbda is not None and quality is not None:
+        raise click.UsageError("-l/--lambda and -q/--quality are mutually exclusive.", ctx)
+    if lmbda is None and quality is None:
+        quality = DEFAULT_QUALITY
+    jobs = plan(ctx, inputs, output, ".bgv")
+    holder = CodecHolder(weights, device.lower())
+    state: dict = {}
+
+    def process(job: Job, reporter: Reporter) -> None:
+        from ..imageio import load_image
+        from ..lambdas import quality_to_lambda
+
+        check_not_exists(job, force)
+        data = read_input(job)
+        image, notes = load_image(data, drop_alpha=drop_alpha, max_pixels=max_pixels, name=job.name)
+        for note in notes:
+            reporter.note(job.name, note)
+        codec = holder.get()
+        if "lmbda" not in state:
+            state["lmbda"] = lmbda if lmbda is not None else quality_to_lambda(quality, codec.lambda_range)
+        try:
+            bits = _encode_with_progress(codec, image, state["lmbda"], synthesis, effort, reporter, job.name)
+        except BgcodecError as exc:
+            message = one_line(exc)
+            if not message.startswith(job.name + ":"):
+                message = f"{job.name}: {message}"
+            raise BgcodecError(message) from None
+        write_output(job, lambda f: f.write(bits), force)
+        height, width = image.shape[:2]
+        reporter.info(
+            f"{job.name} -> {job.dest_name}: {width}x{height}, lambda {state['lmbda']:.4g}, "
+            f"{len(bits):,} bytes, {8 * len(bits) / (width * height):.3f} bpp"
+        )
+
+    run_batch(ctx, jobs, process, Reporter(quiet), "encoded", "Encoding")
+
+
+def _encode_with_progress(codec, image, lmbda: float, synthesis: str, effort: int, reporter: Reporter,
+                          name: str) -> bytes:
+    """Codec.encode, with a progress bar of the SGA iterations when they are shown."""
+    if effort == 0 or not reporter.shows_bars():
+        return codec.encode(image, lmbda, synthesis=synthesis, effort=effort)
+    with ProgressBar(f"{name}: SGA") as bar:
+        return codec.encode(image, lmbda, synthesis=synthesis, effort=effort, progress=bar)
+
+
+@click.command(epilog=DECODE_EPILOG, short_help="Decompress .bgv files to images.")
+@click.argument("inputs", nargs=-1, required=True, metavar="IN...")
+@output_options(".png", "image (format from its extension)")
+@coding_weights_option
+@device_option()
+@click.option(
+    "--synthesis",
+    type=click.Choice(("file", *SYNTHESIS_KINDS)),
+    default="file",
+    show_default=True,
+    help="Decoder: the one recorded in each file, or force the full or the shallow synthesis.",
+)
+@max_pixels_option
+@click.pass_context
+def decode(ctx, inputs, output, device, weights, force, quiet, synthesis, max_pixels):
+    """Decompress .bgv files ('-' for stdin) to PNG or another image format."""
+    from ..imageio import format_for, save_image
+
+    jobs = plan(ctx, inputs, output, ".png")
+    holder = CodecHolder(weights, device.lower())
+
+    def process(job: Job, reporter: Reporter) -> None:
+        fmt = format_for(job.dest)  # an unknown extension fails before any work
+        check_not_exists(job, force)
+        data = read_input(job)
+        if not data:
+            raise BgcodecError(f"{job.name}: empty file (not a .bgv file)")
+        image = holder.get().decode(data, job.name, max_pixels, None if synthesis == "file" else synthesis)
+        write_output(job, lambda f: save_image(image, f, format=fmt), force)
+        height, width = image.shape[:2]
+        reporter.info(f"{job.name} -> {job.dest_name}: {width}x{height}")
+
+    run_batch(ctx, jobs, process, Reporter(quiet), "decoded", "Decoding")
+
+
+@click.command(epilog=INFO_EPILOG, short_help="Show the header of .bgv files.")
+@click.argument("files", nargs=-1, required=True, metavar="FILE.bgv...")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of aligned text.")
+@click.pass_context
+def info(ctx, files, as_json):
+    """Show what is inside .bgv files ('-' for stdin): size, lambda, streams, bpp.
+
+    Reads only the container; does not load the model.
+    """
+    from .. import container
+
+    results: list[dict] = []
+    failed = 0
+    reporter = Reporter(quiet=False)
+    for source in files:
+        job = Job(source, "<stdin>" if source == STDIO else source, None)
+        try:
+            data = read_input(job)
+            header, streams = container.unpack(data, job.name)
+            details = container.format_info(header, streams, len(data))
+            results.append({"file": job.name, **details})
+        except Exception as exc:
+            failed += 1
+            reporter.error(describe_failure(exc, job.name))
+
+    if as_json:
+        if len(files) > 1:
+            click.echo(json.dumps(results, indent=2, default=str))
+        elif results:
+            click.echo(json.dumps(results[0], indent=2, default=str))
+    else:
+        if results:
+            click.echo("\n\n".join(_format_block(r) for r in results))
+    ctx.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_format_value(v) for v in value)
+    return str(value)
+
+
+def _format_block(result: dict) -> str:
+    rows = [(key, _format_value(value)) for key, value in result.items() if key != "file"]
+    width = max((len(key) for key, _ in rows), default=0) + 1
+    lines = [f"{result['file']}:"]
+    lines += [f"  {key + ':':<{width}} {value}" for key, value in rows]
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""What a model and a coding run are configured by, without torch, so that the command line
+offers these choices without importing it: the model configs, the encoder's effort levels
+and the devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+@dataclass(frozen=True)
+class BGVAEConfig:
+    """Widths and depths of a BG-VAE. Stage tuples run from fine to coarse in the encoder
+    (strides 4, 8, 16, 32, 64) and from coarse to fine in the decoder (64, 32, 16, 8, 4)."""
+
+    enc_widths: tuple[int, ...] = (192, 384, 512, 512, 512)
+    enc_depths: tuple[int, ...] = (6, 6, 6, 4, 4)
+    enc_kernels: tuple[int, ...] = (7, 7, 5, 3, 1)
+    dec_widths: tuple[int, ...] = (512, 512, 384, 256, 128)
+    dec_kernels: tuple[int, ...] = (1, 3, 5, 7, 7)
+    dec_mlp_ratios: tuple[float, ...] = (4.0, 3.0, 2.0, 1.75, 1.5)
+    dec_pre_blocks: tuple[int, ...] = (0, 1, 1, 1)
+    latent_channels: tuple[int, ...] = (32, 32, 96, 8)
+    latents_per_stage: tuple[int, ...] = (1, 2, 3, 3)
+    stride4_depth: int = 8
+    cross_attention: tuple[bool, ...] = (True, True, True, True)
+    """Cross-attention at the top-down transitions 64→32, 32→16, 16→8 and 8→4."""
+    lmbda_range: tuple[float, float] = (16.0, 2048.0)
+    """λ range in the model's own convention (see bgcodec.lambdas)."""
+    shallow_synthesis: str = "jpeg-like"
+    """The cheap alternative decoder head: "two-layer" or "jpeg-like" (see SHALLOW_SYNTHESES)."""
+
+    @property
+    def num_latents(self) -> int:
+        return sum(self.latents_per_stage)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BGVAEConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+CONFIGS: dict[str, BGVAEConfig] = {
+    # The published layout, for GPU users: 95.7 M parameters (the paper reports 97.4 M; its
+    # cross-attention design is not public, ours has no MLP, see docs/DESIGN.md).
+    "paper": BGVAEConfig(),
+    # What 2 CPU cores can train: 6.40 M parameters (plus 0.14 M in the shallow synthesis).
+    # The stride-8 path is 64 channels wide with 16 channels per latent: narrower, it
+    # capped Kodak's PSNR (docs/DESIGN.md, `small` config).
+    "small": BGVAEConfig(
+        enc_widths=(32, 64, 96, 128, 128),
+        enc_depths=(1, 1, 1, 1, 1),
+        enc_kernels=(3, 3, 3, 3, 1),
+        dec_widths=(128, 128, 96, 64, 32),
+        dec_kernels=(1, 3, 3, 3, 3),
+        dec_mlp_ratios=(2.0, 2.0, 2.0, 1.5, 1.5),
+        dec_pre_blocks=(0, 1, 1, 1),
+        latent_channels=(16, 16, 32, 16),
+        stride4_depth=1,
+        cross_attention=(True, True, False, False),
+        lmbda_range=(1.0, 2048.0),
+    ),
+    # Smallest config that still exercises every code path; for tests.
+    "tiny": BGVAEConfig(
+        enc_widths=(16, 24, 32, 32, 32),
+        enc_depths=(1, 1, 1, 1, 1),
+        enc_kernels=(3, 3, 3, 3, 1),
+        dec_widths=(32, 32, 32, 24, 16),
+        dec_kernels=(1, 3, 3, 3, 3),
+        dec_mlp_ratios=(2.0, 2.0, 2.0, 2.0, 2.0),
+        dec_pre_blocks=(0, 1, 1, 1),
+        latent_channels=(4, 4, 4, 4),
+        stride4_depth=1,
+        cross_attention=(True, True, True, True),
+    ),
+}
+
+
+EFFORT_ITERATIONS = {0: 0, 1: 25, 2: 100, 3: 400}
+"""--effort level → SGA iterations (bgcodec.sga); 0 is the plain (amortised) encoder."""
+
+EFFORT_MAX_PIXELS = 4 * 2**20
+"""Largest image for --effort > 0: SGA backpropagates through the top-down path and the
+synthesis and keeps their activations (benchmarks/memory.py --effort 1 measures them)."""
+
+DEVICES = ("auto", "cpu", "cuda")
+"""Where the model may run; auto means CUDA when available."""

@@ -1,0 +1,106 @@
+"""What a training run reads and writes besides its logs: the weights it starts from
+(``--init``), its checkpoints (``--resume``) and the exported weights.
+
+Checkpoints are safetensors too: the tensors of the trained module, of the EMA model and
+of the optimizer's state, with the step, the options and the optimizer's parameter groups
+as JSON metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import WeightsError
+from ..eval import system
+from ..files import atomic_path
+from ..model import HierarchicalVAE
+from ..weights import dense_cpu, read_config, read_weights, save_model, state_differences
+from .options import TrainOptions
+from .widening import grow_tensor
+
+
+def init_from(model: HierarchicalVAE, path: str) -> tuple[list[str], list[str]]:
+    """Copy every tensor whose name matches: as it is where the shape matches too, grown
+    (bgcodec.train.widening) where the file's config is narrower. Returns the names of the
+    grown tensors and of those not copied."""
+    source, metadata = read_weights(path)
+    target = model.state_dict()
+    missing, mismatched, unused = state_differences(target, source)
+    try:
+        old_cfg = read_config(path, metadata)
+    except WeightsError:
+        old_cfg = None
+    grown, not_grown = {}, []
+    if old_cfg is None:  # without the file's config nothing can be grown
+        not_grown = list(mismatched)
+    else:
+        for name in mismatched:
+            try:
+                grown[name] = grow_tensor(name, source[name], target[name], old_cfg, model.cfg)
+            except ValueError:
+                not_grown.append(name)
+    skipped = set(mismatched) | set(unused)
+    model.load_state_dict({**{k: v for k, v in source.items() if k not in skipped}, **grown}, strict=False)
+    return sorted(grown), sorted(missing + not_grown) + [f"{k} (unused)" for k in unused]
+
+
+def save_checkpoint(path: Path, trained: torch.nn.Module, ema_model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, step: int, opts: TrainOptions, wall_s: float) -> None:
+    """``trained`` is what the optimizer trains: the model, or a GuidedStudent (model and projectors)."""
+    tensors = {f"model.{k}": v for k, v in trained.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema_model.state_dict().items()})
+    opt_state = optimizer.state_dict()
+    for index, state in opt_state["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    meta = {"step": str(step), "wall_seconds": str(round(wall_s, 1)), "options": json.dumps(dataclasses.asdict(opts)),
+            "param_groups": json.dumps(opt_state["param_groups"])}
+    with atomic_path(path) as tmp:
+        save_file({k: dense_cpu(v) for k, v in tensors.items()}, tmp, metadata=meta)
+
+
+def load_checkpoint(path: Path, trained: torch.nn.Module, ema_model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer) -> tuple[int, float]:
+    """Restore a checkpoint; returns the step and the wall time spent so far."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    trained.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema_model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, index, key = k.split(".", 2)
+            state.setdefault(int(index), {})[key] = v
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    return int(meta["step"]), float(meta.get("wall_seconds", 0))
+
+
+def export_weights(path: Path, model: HierarchicalVAE, step: int, opts: TrainOptions, wall_s: float) -> None:
+    """Write inference weights with config, λ range and training provenance in the metadata."""
+    provenance = {
+        "steps": step, "batch_size": opts.batch_size, "crop": opts.crop, "lr": opts.lr,
+        "data": [str(d) for d in opts.data], "downscale_jpeg": opts.downscale_jpeg,
+        "seed": opts.seed, "lambda_sampling": opts.sampled_lambdas,
+        "init": opts.init, "teacher": opts.teacher,
+        "guidance_weights": [opts.feature_weight, opts.reconstruction_weight] if opts.teacher else None,
+        "wall_seconds": round(wall_s),
+        "hardware": hardware_description(), "torch": torch.__version__,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+    }
+    with atomic_path(path) as tmp:
+        save_model(model, tmp, {"config_name": opts.config, "training": json.dumps(provenance)})
+
+
+def hardware_description() -> str:
+    """What trained: the GPUs, or the CPU threads (for the weights' provenance)."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    return f"{torch.get_num_threads()} threads of {system.cpu_model()}"
