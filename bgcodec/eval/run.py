@@ -10,9 +10,10 @@ per image and setting), ``summary.md`` (mean table and Bjøntegaard deltas) and 
 plots ``rd_psnr.png`` and ``rd_msssim.png``.
 
 The metrics are in :mod:`bgcodec.eval.metrics`, the classic codecs in
-:mod:`bgcodec.eval.codecs`, the outputs in :mod:`bgcodec.eval.report`. The codecs beyond Pillow (JPEG XL and JPEG 2000 via
-``imagecodecs``) and the plots (``matplotlib``) are optional: ``pip install 'bgcodec[eval]'``;
-a codec or plot that is unavailable is skipped with a note.
+:mod:`bgcodec.eval.codecs`, the outputs in :mod:`bgcodec.eval.report`. The codecs beyond
+Pillow (JPEG XL and JPEG 2000 via ``imagecodecs``) and the plots (``matplotlib``) are
+optional (``pip install 'bgcodec[eval]'``); a codec or plot that is unavailable is skipped
+with a note.
 """
 
 from __future__ import annotations

@@ -106,7 +106,8 @@ def objective(trained: torch.nn.Module, teacher: BoundVAE | None, im: torch.Tens
     out, rates, features = trained(im, lmbda)
     stats = rate_distortion(out, rates, im, lmbda)
     feature_loss, reconstruction_loss = guidance_loss(teacher_targets(teacher, im, lmbda), out, features)
-    stats["loss"] = stats["loss"] + opts.feature_weight * feature_loss + opts.reconstruction_weight * reconstruction_loss
+    guidance = opts.feature_weight * feature_loss + opts.reconstruction_weight * reconstruction_loss
+    stats["loss"] = stats["loss"] + guidance
     return {**stats, "feature_loss": feature_loss.detach(), "teacher_mse": reconstruction_loss.detach()}
 
 
