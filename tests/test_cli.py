@@ -75,7 +75,7 @@ def codec():
 
 @pytest.fixture(scope="module", autouse=True)
 def reuse_codec(codec):
-    """Make every in-process CLI run reuse the module's Codec (loading costs ~0.2 s)."""
+    """Make every in-process CLI run reuse the module's Codec instead of loading it again."""
     from bgcodec.codec import Codec
 
     original = Codec.load.__func__
