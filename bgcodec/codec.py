@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import container, entropy, lambdas, sga
+from . import container, entropy, lambdas, memory, sga
 from .config import DEVICES, EFFORT_ITERATIONS, EFFORT_MAX_PIXELS
 from .errors import BgcodecError, FormatError
 from .imageio import DEFAULT_MAX_PIXELS
@@ -29,7 +29,6 @@ from .progress import Progress, no_progress
 from .weights import LoadedModel, load_model
 
 PRECISION = torch.float64
-LAMBDA_TOLERANCE = 1e-6
 
 
 def pick_device(device: str) -> torch.device:
@@ -113,10 +112,7 @@ class Codec:
 
     def check_lambda(self, lmbda: float) -> float:
         """Validate a CLI-convention λ and return the model-convention λ as stored (float32)."""
-        lo, hi = self.lambda_range
-        if not (lo * (1 - LAMBDA_TOLERANCE) <= lmbda <= hi * (1 + LAMBDA_TOLERANCE)):
-            raise BgcodecError(f"λ={lmbda:g} is outside the range these weights were trained for "
-                               f"({lo:.4g} to {hi:.4g})")
+        lambdas.check_in_range(lmbda, self.lambda_range)
         return float(np.float32(lambdas.to_model(lmbda)))
 
     @torch.no_grad()
@@ -141,8 +137,9 @@ class Codec:
             raise BgcodecError(f"effort must be one of {sorted(EFFORT_ITERATIONS)}, got {effort}")
         height, width = image.shape[:2]
         if effort and height * width > EFFORT_MAX_PIXELS:
-            raise BgcodecError(f"--effort {effort} is limited to images of {EFFORT_MAX_PIXELS:,} pixels "
-                               f"(about 2 GiB of memory per megapixel); this one has {height * width:,}")
+            raise BgcodecError(f"--effort {effort} is limited to images of {EFFORT_MAX_PIXELS:,} pixels; "
+                               f"this one has {height * width:,}")
+        memory.check_memory(width, height, memory.encoding_bytes_per_pixel(effort), "<image>", "encoding")
         x = image_to_tensor(image).to(self.device)
         lmbda_device = self._lambda_tensor(self.accelerated, lmbda_model)
         taps = self.accelerated.analyse(x, lmbda_device)
@@ -193,6 +190,7 @@ class Codec:
         if header.height * header.width > max_pixels:
             raise FormatError(f"{name}: image of {header.width}x{header.height} pixels exceeds the limit of "
                               f"{max_pixels} pixels (see --max-pixels)")
+        memory.check_memory(header.width, header.height, memory.DECODE_BYTES_PER_PIXEL, name, "decoding")
         if header.model_id != self.identity:
             raise FormatError(f"{name}: encoded with model {header.model_id.hex()}, but the loaded weights are "
                               f"{self.identity.hex()} (pass the matching --weights)")

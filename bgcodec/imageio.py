@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bgcodec.errors import ImageError, one_line
+from bgcodec.memory import check_memory
 
 DEFAULT_MAX_PIXELS = 256 * 2**20
 """Largest accepted width·height (256 Mi pixels, far above 8K x 8K = 32 Mi)."""
@@ -69,14 +72,17 @@ def load_image(
     *,
     drop_alpha: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    memory_per_pixel: int = 0,
     name: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Read an image file into an HxWx3 ``uint8`` RGB array.
 
     ``source`` is a path, or the file's content as bytes (e.g. read from
     stdin).  ``name`` is how the input is called in messages (default: the
-    path, or ``"<input>"`` for bytes).  ``max_pixels`` (None: no limit) is
-    checked from the header before any pixel is decoded.
+    path, or ``"<input>"`` for bytes).  ``max_pixels`` (None: no limit) and the
+    memory that coding the image will take (``memory_per_pixel``, see
+    bgcodec.memory) are checked from the header before any pixel is decoded.
+    PNG data that ends before the last row is refused.
 
     Returns the array and a list of notes describing the conversions made
     (EXIF orientation applied, grayscale/palette/CMYK/16-bit converted, alpha
@@ -85,26 +91,27 @@ def load_image(
     """
     name = _source_name(source, name)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        fp: BinaryIO = io.BytesIO(bytes(source))
+        data = bytes(source)
     else:
         try:
-            fp = open(source, "rb")
+            with open(source, "rb") as f:
+                data = f.read()
         except OSError as exc:
             raise ImageError(f"{name}: cannot read ({exc.strerror or one_line(exc)})") from None
-    with fp:
-        try:
-            img = Image.open(fp)
-        except UnidentifiedImageError:
-            raise ImageError(f"{name}: not an image (cannot identify image file)") from None
-        except _DECODE_ERRORS as exc:
-            raise ImageError(f"{name}: corrupt or unsupported image ({one_line(exc)})") from None
-        with img:
-            return _convert_opened(img, name, drop_alpha=drop_alpha, max_pixels=max_pixels)
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image (cannot identify image file)") from None
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"{name}: corrupt or unsupported image ({one_line(exc)})") from None
+    with img:
+        _check_size(img, name, max_pixels, memory_per_pixel)
+        if img.format == "PNG" and _png_rows_missing(data):
+            raise ImageError(f"{name}: truncated image data (the PNG ends before its last row)")
+        return _convert_opened(img, name, drop_alpha=drop_alpha)
 
 
-def _convert_opened(
-    img: Image.Image, name: str, *, drop_alpha: bool, max_pixels: int | None
-) -> tuple[np.ndarray, list[str]]:
+def _check_size(img: Image.Image, name: str, max_pixels: int | None, memory_per_pixel: int) -> None:
     width, height = img.size
     if max_pixels is not None and width * height > max_pixels:
         raise ImageError(
@@ -113,6 +120,47 @@ def _convert_opened(
         )
     if width == 0 or height == 0:
         raise ImageError(f"{name}: empty image ({width}x{height})")
+    if memory_per_pixel:
+        check_memory(width, height, memory_per_pixel, name, "coding")
+
+
+def _png_rows_missing(data: bytes) -> bool:
+    """Whether a PNG's image data inflates to fewer bytes than its header's rows need (Pillow
+    fills such images up with black without a word)."""
+    try:
+        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+        bits = depth * {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[colour]
+    except (struct.error, KeyError):
+        return False  # Pillow read it; leave odd headers to Pillow
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    expected = 0
+    for y0, x0, dy, dx in passes:
+        rows, columns = -(-(height - y0) // dy), -(-(width - x0) // dx)
+        if rows > 0 and columns > 0:
+            expected += rows * (1 + (columns * bits + 7) // 8)
+    inflater, inflated, pos = zlib.decompressobj(), 0, 8
+    while pos + 8 <= len(data) and inflated < expected:
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IEND":
+            break
+        if kind == b"IDAT":
+            chunk = data[pos + 8:pos + 8 + length]
+            try:
+                while chunk and inflated < expected:
+                    inflated += len(inflater.decompress(chunk, 1 << 20))
+                    chunk = inflater.unconsumed_tail
+            except zlib.error:
+                return True
+        pos += 12 + length
+    return inflated < expected
+
+
+_ADAM7 = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1))
+"""(first row, first column, row step, column step) of the seven interlaced PNG passes."""
+
+
+def _convert_opened(img: Image.Image, name: str, *, drop_alpha: bool) -> tuple[np.ndarray, list[str]]:
+    """Load an opened image and convert it to RGB as load_image describes."""
 
     notes: list[str] = []
     try:
@@ -160,12 +208,8 @@ def _decodes_from_16_bit(img: Image.Image) -> bool:
 def from_pil(
     img: Image.Image, *, drop_alpha: bool = False, name: str = "<image>"
 ) -> tuple[np.ndarray, list[str]]:
-    """Convert an already opened PIL image (no EXIF handling) like :func:`load_image` does."""
-    try:
-        img.load()
-    except _DECODE_ERRORS as exc:
-        raise ImageError(f"{name}: truncated or corrupt image ({one_line(exc)})") from None
-    return _to_rgb(img, name, drop_alpha=drop_alpha)
+    """Convert an already opened PIL image like :func:`load_image` does, EXIF orientation included."""
+    return _convert_opened(img, name, drop_alpha=drop_alpha)
 
 
 def _to_rgb(img: Image.Image, name: str, *, drop_alpha: bool) -> tuple[np.ndarray, list[str]]:

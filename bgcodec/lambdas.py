@@ -12,6 +12,9 @@ This module imports neither torch nor numpy: ``bgcodec info`` uses it.
 """
 
 import math
+import numbers
+
+from .errors import BgcodecError
 
 BITS_PER_NAT = math.log2(math.e)
 
@@ -36,6 +39,26 @@ def to_model(lmbda_cli: float) -> float:
 def to_cli(lmbda_model: float) -> float:
     """Convert the model's internal λ to the CompressAI convention."""
     return lmbda_model * CLI_PER_MODEL
+
+
+RANGE_TOLERANCE = 1e-6
+"""Relative slack at the ends of a weights file's λ range (its ends are stored rounded)."""
+
+
+def check_in_range(lmbda: object, cli_range: tuple[float, float]) -> None:
+    """Raise BgcodecError unless ``lmbda`` is a real number within ``cli_range`` (CLI convention).
+
+    >>> check_in_range(0.01, (0.0003, 0.55))
+    >>> check_in_range(5, (0.0003, 0.55))
+    Traceback (most recent call last):
+    ...
+    bgcodec.errors.BgcodecError: λ=5 is outside the range these weights were trained for (0.0003 to 0.55)
+    """
+    if not isinstance(lmbda, numbers.Real) or isinstance(lmbda, bool):
+        raise BgcodecError(f"λ must be a number, not {type(lmbda).__name__} {lmbda!r}")
+    lo, hi = cli_range
+    if not (lo * (1 - RANGE_TOLERANCE) <= lmbda <= hi * (1 + RANGE_TOLERANCE)):
+        raise BgcodecError(f"λ={lmbda:g} is outside the range these weights were trained for ({lo:.4g} to {hi:.4g})")
 
 
 def quality_to_lambda(quality: float, cli_range: tuple[float, float]) -> float:

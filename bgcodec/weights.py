@@ -132,11 +132,34 @@ def state_differences(target: dict[str, torch.Tensor], source: dict[str, torch.T
 
 def _load_file(path: str) -> LoadedModel:
     model, state, metadata = build_from_file(path, BGVAE)
+    return LoadedModel(model.eval(), model_identity(state), _lambda_range(path, metadata), metadata)
+
+
+def lambda_range(spec: str | None = None) -> tuple[float, float]:
+    """The λ range (CLI convention) of the weights a spec names, from the file's metadata
+    alone: no model is built, so a wrong λ is refused at once."""
+    spec = resolve(spec)
+    if spec.startswith("random:"):
+        name = spec.split(":")[1]
+        if name not in CONFIGS:
+            raise WeightsError(f"{spec}: expected random:CONFIG[:SEED] with CONFIG in {sorted(CONFIGS)}")
+        return cli_lambda_range(CONFIGS[name])
+    if not os.path.isfile(spec):
+        raise WeightsError(f"{spec}: weights file not found")
     try:
-        lambda_range = tuple(float(v) for v in json.loads(metadata["lambda_range"]))
+        with safe_open(spec, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{spec}: not a safetensors weights file ({e})") from None
+    return _lambda_range(spec, metadata)
+
+
+def _lambda_range(path: str, metadata: dict[str, str]) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in json.loads(metadata["lambda_range"]))
     except (KeyError, ValueError, TypeError) as e:
         raise WeightsError(f"{path}: weights metadata lacks a valid lambda_range ({e})") from None
-    return LoadedModel(model.eval(), model_identity(state), (lambda_range[0], lambda_range[1]), metadata)
+    return lo, hi
 
 
 def load_bound_model(path: str) -> BoundVAE:

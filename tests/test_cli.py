@@ -303,15 +303,46 @@ def test_several_inputs_need_a_directory(runner, tmp_path):
     assert listing(tmp_path) == {"a.png", "b.png"}
 
 
-def test_lambda_out_of_range(runner, tmp_path, codec):
+@pytest.mark.parametrize("value", ["out of range", "-0.01", "0", "nan", "inf"])
+def test_a_bad_lambda_is_a_usage_error_before_the_model_loads(runner, tmp_path, codec, value, monkeypatch):
+    from bgcodec.codec import Codec
+
     src = write_png(tmp_path / "a.png")
     lo, hi = codec.lambda_range
-    result = run(runner, "encode", src, "-l", hi * 10)
-    assert result.exit_code == 1
-    lines = error_lines(result.stderr)
-    assert len(lines) == 1 and lines[0].startswith(f"bgcodec: error: {src}: ")
-    assert f"{lo:.4g}" in lines[0] and f"{hi:.4g}" in lines[0]
+    monkeypatch.setattr(Codec, "load", classmethod(lambda *a, **k: pytest.fail("the model was loaded")))
+    result = run(runner, "encode", src, "-l", repr(hi * 10) if value == "out of range" else value)
+    assert result.exit_code == 2
+    assert "-l/--lambda" in result.stderr and f"{lo:.4g} to {hi:.4g}" in result.stderr
     assert listing(tmp_path) == {"a.png"}
+
+
+def test_a_missing_cuda_device_is_a_usage_error(runner, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    result = run(runner, "encode", write_png(tmp_path / "a.png"), "--device", "cuda")
+    assert result.exit_code == 2 and "no CUDA device" in result.stderr
+
+
+def test_a_file_that_is_not_bgv_fails_before_the_model_loads(runner, tmp_path, monkeypatch):
+    from bgcodec.codec import Codec
+
+    fake = tmp_path / "photo.bgv"
+    fake.write_bytes(write_png(tmp_path / "a.png").read_bytes())
+    monkeypatch.setattr(Codec, "load", classmethod(lambda *a, **k: pytest.fail("the model was loaded")))
+    result = run(runner, "decode", fake)
+    assert result.exit_code == 1 and error_lines(result.stderr) == [f"bgcodec: error: {fake}: not a bgcodec file "
+                                                                      "(bad magic)"]
+
+
+def test_an_output_folder_that_does_not_exist_fails_before_the_work(runner, tmp_path, lam, monkeypatch):
+    from bgcodec.codec import Codec
+
+    src = write_png(tmp_path / "a.png")
+    monkeypatch.setattr(Codec, "load", classmethod(lambda *a, **k: pytest.fail("the model was loaded")))
+    result = run(runner, "encode", src, "-l", lam, "-o", tmp_path / "missing" / "a.bgv")
+    assert result.exit_code == 1 and "cannot write" in error_lines(result.stderr)[0]
 
 
 def test_alpha_is_refused_unless_dropped(runner, tmp_path, lam):

@@ -96,10 +96,32 @@ def read_input(job: Job) -> bytes:
         raise BgcodecError(f"{job.name}: cannot read ({exc.strerror or one_line(exc)})") from None
 
 
-def check_not_exists(job: Job, force: bool) -> None:
-    """Fail the input before any work when its output exists and --force is not given."""
-    if job.dest is not None and not force and os.path.lexists(job.dest):
+def check_output(job: Job, force: bool) -> None:
+    """Fail the input before any work when its output cannot be written: it exists and
+    --force is not given, or its folder is missing (and not to be made) or not writable."""
+    if job.dest is None:
+        return
+    if not force and os.path.lexists(job.dest):
         raise OutputExists(f"{job.dest} exists (use --force to overwrite)")
+    folder = os.path.dirname(job.dest) or "."
+    while job.make_parent and not os.path.exists(folder) and os.path.dirname(folder) not in ("", folder):
+        folder = os.path.dirname(folder)  # the nearest folder that exists will hold the new ones
+    if not os.path.isdir(folder):
+        raise BgcodecError(f"{job.dest}: cannot write ({folder} is not a folder)")
+    if not os.access(folder, os.W_OK):
+        raise BgcodecError(f"{job.dest}: cannot write (no permission to write in {folder})")
+
+
+def check_device(ctx: click.Context, device: str) -> None:
+    """A --device that cannot run here (no CUDA) is a usage error, before any work."""
+    if device.lower() != "cuda":
+        return
+    from ..codec import pick_device
+
+    try:
+        pick_device(device)
+    except BgcodecError as exc:
+        raise click.BadParameter(one_line(exc), ctx, param_hint="--device") from None
 
 
 def write_output(job: Job, write: Callable[[BinaryIO], None], force: bool) -> None:

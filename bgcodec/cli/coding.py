@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -11,7 +12,7 @@ from ..container import SYNTHESIS_KINDS
 from ..errors import BgcodecError, describe_failure, one_line
 from ..imageio import DEFAULT_MAX_PIXELS
 from ..lambdas import DEFAULT_QUALITY
-from .batch import CodecHolder, Job, check_not_exists, plan, read_input, run_batch, write_output
+from .batch import CodecHolder, Job, check_device, check_output, plan, read_input, run_batch, write_output
 from .common import EXIT_FAILED, EXIT_OK, STDIO, ProgressBar, Reporter, device_option, weights_option
 
 ENCODE_EPILOG = """\b
@@ -62,6 +63,7 @@ def output_options(ext: str, what: str):
     """-o/--output, -f/--force and --quiet, shared by encode and decode."""
 
     def decorate(f):
+        f = click.option("-v", "--verbose", is_flag=True, help="Also print each file's coding time.")(f)
         f = click.option("--quiet", is_flag=True, help="Print only errors (no notes, statistics, progress bar).")(f)
         f = click.option(
             "-f",
@@ -115,8 +117,9 @@ max_pixels_option = click.option(
     "--quality",
     type=click.FloatRange(1, 100),
     metavar="1..100",
-    help="Quality, mapped onto the weights' lambda range (1 = smallest file, "
-    f"100 = best quality).  Default: {DEFAULT_QUALITY:g} when -l is not given.",
+    help="Quality, mapped log-linearly onto the weights' lambda range: 1 = the smallest file, 100 = the "
+    "best quality these weights reach (not lossless).  "
+    f"Default: {DEFAULT_QUALITY:g} when -l is not given.",
 )
 @output_options(".bgv", "file")
 @coding_weights_option
@@ -151,7 +154,7 @@ max_pixels_option = click.option(
 )
 @max_pixels_option
 @click.pass_context
-def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, drop_alpha, synthesis, effort,
+def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, verbose, drop_alpha, synthesis, effort,
            max_pixels):
     """Compress images (PNG, JPEG, WebP, TIFF, ... or '-' for stdin) to .bgv files.
 
@@ -164,36 +167,55 @@ def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, d
     if lmbda is None and quality is None:
         quality = DEFAULT_QUALITY
     jobs = plan(ctx, inputs, output, ".bgv")
+    check_device(ctx, device)
+    lmbda = _lambda_for(ctx, lmbda, quality, weights)
     holder = CodecHolder(weights, device.lower())
-    state: dict = {}
 
     def process(job: Job, reporter: Reporter) -> None:
         from ..imageio import load_image
-        from ..lambdas import quality_to_lambda
+        from ..memory import encoding_bytes_per_pixel
 
-        check_not_exists(job, force)
+        check_output(job, force)
         data = read_input(job)
-        image, notes = load_image(data, drop_alpha=drop_alpha, max_pixels=max_pixels, name=job.name)
+        image, notes = load_image(data, drop_alpha=drop_alpha, max_pixels=max_pixels,
+                                  memory_per_pixel=encoding_bytes_per_pixel(effort), name=job.name)
         for note in notes:
             reporter.note(job.name, note)
-        codec = holder.get()
-        if "lmbda" not in state:
-            state["lmbda"] = lmbda if lmbda is not None else quality_to_lambda(quality, codec.lambda_range)
+        started = time.perf_counter()
         try:
-            bits = _encode_with_progress(codec, image, state["lmbda"], synthesis, effort, reporter, job.name)
+            bits = _encode_with_progress(holder.get(), image, lmbda, synthesis, effort, reporter, job.name)
         except BgcodecError as exc:
             message = one_line(exc)
             if not message.startswith(job.name + ":"):
                 message = f"{job.name}: {message}"
             raise BgcodecError(message) from None
+        seconds = time.perf_counter() - started
         write_output(job, lambda f: f.write(bits), force)
         height, width = image.shape[:2]
-        reporter.info(
-            f"{job.name} -> {job.dest_name}: {width}x{height}, lambda {state['lmbda']:.4g}, "
-            f"{len(bits):,} bytes, {8 * len(bits) / (width * height):.3f} bpp"
-        )
+        reporter.info(f"{job.name} -> {job.dest_name}: {width}x{height}, lambda {lmbda:.4g}, {len(bits):,} bytes, "
+                      f"{8 * len(bits) / (width * height):.3f} bpp" + (f", {seconds:.2f} s" if verbose else ""))
 
     run_batch(ctx, jobs, process, Reporter(quiet), "encoded", "Encoding")
+
+
+def _lambda_for(ctx: click.Context, lmbda: float | None, quality: float, weights: str | None) -> float:
+    """The λ to code with, checked against the weights' range before any model is built
+    (a value outside it is a usage error)."""
+    from ..lambdas import check_in_range, quality_to_lambda
+    from ..weights import lambda_range
+
+    try:
+        cli_range = lambda_range(weights)
+    except BgcodecError as exc:  # unusable weights stop the run as when the model loads
+        Reporter(quiet=False).error(one_line(exc))
+        ctx.exit(EXIT_FAILED)
+    if lmbda is None:
+        return quality_to_lambda(quality, cli_range)
+    try:
+        check_in_range(lmbda, cli_range)
+    except BgcodecError as exc:
+        raise click.BadParameter(one_line(exc), ctx, param_hint="-l/--lambda") from None
+    return lmbda
 
 
 def _encode_with_progress(codec, image, lmbda: float, synthesis: str, effort: int, reporter: Reporter,
@@ -219,23 +241,26 @@ def _encode_with_progress(codec, image, lmbda: float, synthesis: str, effort: in
 )
 @max_pixels_option
 @click.pass_context
-def decode(ctx, inputs, output, device, weights, force, quiet, synthesis, max_pixels):
+def decode(ctx, inputs, output, device, weights, force, quiet, verbose, synthesis, max_pixels):
     """Decompress .bgv files ('-' for stdin) to PNG or another image format."""
+    from .. import container
     from ..imageio import format_for, save_image
 
     jobs = plan(ctx, inputs, output, ".png")
+    check_device(ctx, device)
     holder = CodecHolder(weights, device.lower())
 
     def process(job: Job, reporter: Reporter) -> None:
         fmt = format_for(job.dest)  # an unknown extension fails before any work
-        check_not_exists(job, force)
+        check_output(job, force)
         data = read_input(job)
-        if not data:
-            raise BgcodecError(f"{job.name}: empty file (not a .bgv file)")
+        container.unpack(data, job.name)  # a foreign or corrupt file fails before the model loads
+        started = time.perf_counter()
         image = holder.get().decode(data, job.name, max_pixels, None if synthesis == "file" else synthesis)
+        seconds = time.perf_counter() - started
         write_output(job, lambda f: save_image(image, f, format=fmt), force)
         height, width = image.shape[:2]
-        reporter.info(f"{job.name} -> {job.dest_name}: {width}x{height}")
+        reporter.info(f"{job.name} -> {job.dest_name}: {width}x{height}" + (f", {seconds:.2f} s" if verbose else ""))
 
     run_batch(ctx, jobs, process, Reporter(quiet), "decoded", "Decoding")
 

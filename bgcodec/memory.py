@@ -1,0 +1,50 @@
+"""How much memory coding an image takes, and whether this machine has it, so that an image
+too large for the machine is refused from its header, before anything is allocated.
+
+The figures are the memory that ``benchmarks/memory.py`` measured per pixel with the shipped
+``small`` weights, rounded up; bigger configs need more. Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import BgcodecError
+
+ENCODE_BYTES_PER_PIXEL = 200
+DECODE_BYTES_PER_PIXEL = 180
+EFFORT_BYTES_PER_PIXEL = 2048
+"""Encoding with --effort > 0: SGA keeps the activations of the top-down path for backpropagation."""
+IMAGE_BYTES_PER_PIXEL = 8
+"""Reading or writing the image file itself (the decoded pixels and a copy)."""
+
+
+def encoding_bytes_per_pixel(effort: int) -> int:
+    """What encoding takes per pixel at this --effort."""
+    return EFFORT_BYTES_PER_PIXEL if effort else ENCODE_BYTES_PER_PIXEL
+
+
+def available_memory() -> int | None:
+    """Bytes this process can allocate without swapping (Linux: MemAvailable), or None
+    where the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(width: int, height: int, bytes_per_pixel: int, name: str, what: str) -> None:
+    """Raise BgcodecError naming ``name`` when ``what`` (e.g. "encoding") a width×height image
+    needs more memory than is available."""
+    available = available_memory()
+    needed = width * height * (bytes_per_pixel + IMAGE_BYTES_PER_PIXEL)
+    if available is not None and needed > available:
+        raise BgcodecError(f"{name}: {what} {width}x{height} pixels needs about {needed / 2**30:.1f} GiB of "
+                           f"memory; {available / 2**30:.1f} GiB are available")
