@@ -3,8 +3,8 @@
 A small Python API::
 
     import bgcodec
-    data = bgcodec.compress("photo.png", quality=80)   # or an array / PIL image, or lmbda=0.01
-    image = bgcodec.decompress(data)                   # a PIL.Image.Image (RGB)
+    data = bgcodec.compress("photo.png", quality=80)   # or bytes, a file, a PIL image, an array; or lmbda=0.01
+    image = bgcodec.decompress(data)                   # a PIL.Image.Image (L, LA, RGB or RGBA)
 
 Importing this package is cheap: torch, numpy and Pillow are imported only
 when :func:`compress` / :func:`decompress` first run.
@@ -40,19 +40,34 @@ def _codec(weights: str | os.PathLike | None) -> "Codec":
 
 
 def _as_array(image: Any):
+    """What compress() accepts, as the planes the codec takes (the CLI's conversions)."""
     import numpy as np
     from PIL import Image
 
     from bgcodec import imageio
 
     if isinstance(image, Image.Image):
-        return imageio.from_pil(image)[0]
+        return imageio.from_pil(image, keep_planes=True)[0]
     if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
-        return imageio.load_image(image)[0]
-    array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"expected an HxWx3 uint8 RGB array, got {array.dtype} {array.shape}")
-    return np.array(array, order="C")  # a private, writable copy
+        return imageio.load_image(image, keep_planes=True)[0]
+    if hasattr(image, "read"):
+        return imageio.load_image(image.read(), keep_planes=True, name=str(getattr(image, "name", "<file>")))[0]
+    if isinstance(image, np.ndarray) or hasattr(image, "__array_interface__"):
+        array = np.asarray(image)
+        planes = array[..., None] if array.ndim == 2 else array
+        if planes.ndim != 3 or planes.shape[2] not in (1, 2, 3, 4) or array.dtype != np.uint8:
+            raise ValueError(f"expected an HxW or HxWxC uint8 array with C = 1..4 (gray, gray + alpha, RGB, "
+                             f"RGBA), got {array.dtype} {array.shape}")
+        return np.array(planes, order="C")  # a private, writable copy
+    raise TypeError(f"compress() takes a path, the bytes or a file object of an image file, a PIL image or a "
+                    f"uint8 array, not {type(image).__name__}")
+
+
+def _real(value: Any, name: str) -> None:
+    import numbers
+
+    if value is not None and (not isinstance(value, numbers.Real) or isinstance(value, bool)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__} {value!r}")
 
 
 def compress(
@@ -60,35 +75,62 @@ def compress(
     lmbda: float | None = None,
     *,
     quality: float | None = None,
+    effort: int = 0,
+    synthesis: str = "full",
     weights: str | os.PathLike | None = None,
 ) -> bytes:
     """Compress an image to ``.bgv`` bytes.
 
-    ``image`` is a PIL image, an HxWx3 ``uint8`` RGB array, a path, or the
-    bytes of an image file.  Give either ``lmbda`` (CompressAI convention,
-    within the weights' range) or ``quality`` (1..100); neither means
-    ``lambdas.DEFAULT_QUALITY``.  ``weights`` selects a weights file (None: the shipped default).
+    ``image`` is a path, the bytes or a file object of an image file, a PIL image, or a
+    uint8 array (HxW gray, HxWx2 gray + alpha, HxWx3 RGB, HxWx4 RGBA); files and PIL images
+    are converted as ``bgcodec encode`` converts them (EXIF orientation applied, alpha
+    kept). Give either ``lmbda`` (CompressAI convention, within the weights' range) or
+    ``quality`` (1..100); neither means ``lambdas.DEFAULT_QUALITY``. ``effort`` and
+    ``synthesis`` are those of ``bgcodec encode``; ``weights`` selects a weights file
+    (None: the shipped default).
 
-    Raises :class:`bgcodec.errors.BgcodecError` subclasses for bad inputs,
-    out-of-range λ or unusable weights.
+    Raises TypeError or ValueError for arguments of the wrong kind, and
+    :class:`bgcodec.errors.BgcodecError` subclasses for unreadable images, out-of-range λ
+    or unusable weights.
     """
     if lmbda is not None and quality is not None:
         raise ValueError("give lmbda or quality, not both")
+    _real(lmbda, "lmbda")
+    _real(quality, "quality")
     array = _as_array(image)
     codec = _codec(weights)
     if lmbda is None:
         from bgcodec.lambdas import DEFAULT_QUALITY, quality_to_lambda
 
         lmbda = quality_to_lambda(DEFAULT_QUALITY if quality is None else quality, codec.lambda_range)
-    return codec.encode(array, lmbda)
+    return codec.encode(array, lmbda, effort=effort, synthesis=synthesis)
 
 
-def decompress(data: bytes, *, weights: str | os.PathLike | None = None):
-    """Decompress ``.bgv`` bytes to an RGB ``PIL.Image.Image``.
+def decompress(data: Any, *, weights: str | os.PathLike | None = None):
+    """Decompress a ``.bgv`` file to a ``PIL.Image.Image`` (mode L, LA, RGB or RGBA, as encoded).
 
-    ``weights`` must be the weights the data was compressed with.  Raises
-    :class:`bgcodec.errors.FormatError` for corrupt or foreign data.
+    ``data`` is the file's bytes, its path, or a file object. ``weights`` must be the
+    weights the file was compressed with. Raises :class:`bgcodec.errors.FormatError` for
+    corrupt or foreign data.
     """
     from PIL import Image
 
-    return Image.fromarray(_codec(weights).decode(bytes(data)))
+    if isinstance(data, (str, os.PathLike)):
+        name = os.fspath(data)
+        try:
+            with open(data, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            from bgcodec.errors import BgcodecError
+
+            raise BgcodecError(f"{name}: cannot read ({exc.strerror})") from None
+    elif hasattr(data, "read"):
+        name, data = str(getattr(data, "name", "<file>")), data.read()
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        name = "<input>"
+    else:
+        raise TypeError(f"decompress() takes the bytes, the path or a file object of a .bgv file, "
+                        f"not {type(data).__name__}")
+    planes = _codec(weights).decode(bytes(data), name)
+    mode = ("L", "LA", "RGB", "RGBA")[planes.shape[2] - 1]
+    return Image.fromarray(planes[..., 0] if mode == "L" else planes, mode)

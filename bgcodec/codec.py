@@ -13,6 +13,7 @@ the encoder's free choice of latents, which the float64 path then codes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -51,6 +52,26 @@ def image_to_tensor(image: np.ndarray, dtype: torch.dtype = PRECISION) -> torch.
     h, w = image.shape[:2]
     pad_h, pad_w = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+
+def split_planes(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """An HxW or HxWxC uint8 image (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) as the HxWx3 RGB
+    the model codes, its alpha plane (or None) and whether it is gray."""
+    image = np.asarray(image)
+    planes = image[..., None] if image.ndim == 2 else image
+    if planes.ndim != 3 or planes.shape[2] not in (1, 2, 3, 4) or planes.dtype != np.uint8:
+        raise BgcodecError(f"expected an HxW or HxWxC uint8 image with C = 1..4 channels, got shape {image.shape} "
+                           f"dtype {image.dtype}")
+    gray = planes.shape[2] in (1, 2)
+    alpha = planes[..., -1] if planes.shape[2] in (2, 4) else None
+    colour = np.repeat(planes[..., :1], 3, axis=2) if gray else planes[..., :3]
+    return np.ascontiguousarray(colour), alpha, gray
+
+
+def join_planes(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool) -> np.ndarray:
+    """The decoded image in the input's channels: a gray image's colour channels averaged into one."""
+    colour = ((rgb.astype(np.uint16).sum(axis=2, keepdims=True) + 1) // 3).astype(np.uint8) if gray else rgb
+    return colour if alpha is None else np.concatenate([colour, alpha[..., None]], axis=2)
 
 
 def tensor_to_image(out: torch.Tensor, height: int, width: int) -> np.ndarray:
@@ -117,16 +138,21 @@ class Codec:
 
     @torch.no_grad()
     def encode(self, image: np.ndarray, lmbda: float, *, depth: int | None = None, synthesis: str = "full",
-               effort: int = 0, progress: Progress = no_progress,
+               effort: int = 0, progress: Progress = no_progress, lossless_fallback: bool = True,
                return_reconstruction: bool = False):
-        """Compress an HxWx3 uint8 image at λ (CLI convention) into .bgv bytes.
+        """Compress an image at λ (CLI convention) into .bgv bytes.
 
+        ``image`` is HxW or HxWxC uint8 with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4
+        (RGBA): the model codes the colours, the alpha plane is kept losslessly, and a gray
+        image decodes gray. With ``lossless_fallback`` an image that takes fewer bytes stored
+        losslessly (tiny images, strips) is stored so.
         ``depth`` keeps only the first latents (the rest decode to their prior means).
         ``synthesis`` ("full" or "shallow") is recorded as the file's default decoder.
         ``effort`` > 0 refines the latents with SGA for that synthesis
         (``config.EFFORT_ITERATIONS``), reporting each iteration to ``progress``.
         With ``return_reconstruction`` also returns the image the decoder will produce.
         """
+        rgb, alpha, gray = split_planes(image)
         lmbda_model = self.check_lambda(lmbda)
         num_latents = self.model.cfg.num_latents
         depth = num_latents if depth is None else depth
@@ -135,12 +161,12 @@ class Codec:
         _check_synthesis(synthesis)
         if effort not in EFFORT_ITERATIONS:
             raise BgcodecError(f"effort must be one of {sorted(EFFORT_ITERATIONS)}, got {effort}")
-        height, width = image.shape[:2]
+        height, width = rgb.shape[:2]
         if effort and height * width > EFFORT_MAX_PIXELS:
             raise BgcodecError(f"--effort {effort} is limited to images of {EFFORT_MAX_PIXELS:,} pixels; "
                                f"this one has {height * width:,}")
         memory.check_memory(width, height, memory.encoding_bytes_per_pixel(effort), "<image>", "encoding")
-        x = image_to_tensor(image).to(self.device)
+        x = image_to_tensor(rgb).to(self.device)
         lmbda_device = self._lambda_tensor(self.accelerated, lmbda_model)
         taps = self.accelerated.analyse(x, lmbda_device)
         residuals = self._optimise(x, taps, lmbda_model, effort, synthesis, height, width, progress) if effort else None
@@ -159,11 +185,18 @@ class Codec:
         streams = [entropy.encode_symbols(s, i) for s, i in zip(symbols, indices)]
         header = container.Header(model_id=self.identity, lmbda=lmbda_model, height=height, width=width,
                                   synthesis=synthesis, index_checksum=entropy.indices_checksum(indices),
-                                  pins=_pins(indices, log_scales))
+                                  pins=_pins(indices, log_scales), gray=gray,
+                                  alpha=None if alpha is None else alpha.tobytes())
         data = container.pack(header, streams)
+        if lossless_fallback:
+            planes = join_planes(rgb, alpha, gray)
+            lossless = container.pack(dataclasses.replace(header, pins=(), gray=False, alpha=None, index_checksum=0,
+                                                          pixels=planes.tobytes(), channels=planes.shape[2]), [])
+            if len(lossless) < len(data):
+                return (lossless, planes) if return_reconstruction else lossless
         if not return_reconstruction:
             return data
-        return data, self._synthesize(h, lmbda_model, height, width, synthesis)
+        return data, join_planes(self._synthesize(h, lmbda_model, height, width, synthesis), alpha, gray)
 
     def _optimise(self, x: torch.Tensor, taps: list[torch.Tensor], lmbda_model: float, effort: int, synthesis: str,
                   height: int, width: int, progress: Progress) -> list[torch.Tensor]:
@@ -179,7 +212,8 @@ class Codec:
     @torch.no_grad()
     def decode(self, data: bytes, name: str = "<input>", max_pixels: int = DEFAULT_MAX_PIXELS,
                synthesis: str | None = None) -> np.ndarray:
-        """Decompress .bgv bytes into an HxWx3 uint8 image; raises FormatError naming ``name``.
+        """Decompress .bgv bytes into an HxWxC uint8 image with the channels that were encoded
+        (1 gray, 2 gray + alpha, 3 RGB, 4 RGBA); raises FormatError naming ``name``.
 
         Files claiming more than ``max_pixels`` pixels are refused before any work.
         ``synthesis`` overrides the file's recorded synthesis ("full" or "shallow").
@@ -190,6 +224,8 @@ class Codec:
         if header.height * header.width > max_pixels:
             raise FormatError(f"{name}: image of {header.width}x{header.height} pixels exceeds the limit of "
                               f"{max_pixels} pixels (see --max-pixels)")
+        if header.pixels is not None:  # stored losslessly: no model needed
+            return np.frombuffer(header.pixels, np.uint8).reshape(header.height, header.width, header.channels).copy()
         memory.check_memory(header.width, header.height, memory.DECODE_BYTES_PER_PIXEL, name, "decoding")
         if header.model_id != self.identity:
             raise FormatError(f"{name}: encoded with model {header.model_id.hex()}, but the loaded weights are "
@@ -220,7 +256,9 @@ class Codec:
         if entropy.indices_checksum(indices) != header.index_checksum:
             raise FormatError(f"{name}: the decoder rebuilt different probabilities than the encoder "
                               "(scale-index checksum mismatch); the file is corrupt")
-        return self._synthesize(h, header.lmbda, header.height, header.width, synthesis or header.synthesis)
+        rgb = self._synthesize(h, header.lmbda, header.height, header.width, synthesis or header.synthesis)
+        alpha = None if header.alpha is None else np.frombuffer(header.alpha, np.uint8).reshape(rgb.shape[:2])
+        return join_planes(rgb, alpha, header.gray)
 
     def _synthesize(self, h: torch.Tensor, lmbda_model: float, height: int, width: int, synthesis: str) -> np.ndarray:
         out = self.accelerated.synthesize(h.to(self.device), self._lambda_tensor(self.accelerated, lmbda_model),

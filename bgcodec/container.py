@@ -6,14 +6,20 @@ Layout, all integers little-endian::
     flags(u8)  len_1 .. len_D (varints)
     pin_count(varint)  pin_1 .. pin_P     -- pin: latent(varint) position(varint) index(u8)
     index_crc(u32)
+    [version 3: part_count(varint)  part_1 .. part_K  -- part: kind(u8) length(varint) payload]
     stream_1 .. stream_D
     file_crc(u32)      -- CRC-32 of every byte before it
 
-``flags``: bits 0-3 = D (number of latent streams, 1..15), bit 4 = shallow
-synthesis, bits 5-7 reserved (0).  Varints are unsigned LEB128, canonical
+``flags``: bits 0-3 = D (number of latent streams, 1..15; 0 in a lossless file), bit 4 =
+shallow synthesis, bits 5-7 reserved (0).  Varints are unsigned LEB128, canonical
 (shortest form), at most 5 bytes. A pin fixes the scale index of one latent position
 (0-based latent, flat position within it) to the encoder's; pins are sorted by (latent,
 position) without repeats.
+
+Version 3 adds parts for what a coloured photo without transparency does not need: a
+grayscale mark, a lossless alpha plane, and the whole image stored losslessly (for images
+too small to gain from the learned coder). A file that needs none of them is written as
+version 2, byte for byte as before.
 
 Standard library only: ``bgcodec info`` reads files without numpy or torch.
 """
@@ -42,7 +48,10 @@ __all__ = [
 ]
 
 MAGIC = b"BGV"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+"""The newest version this bgcodec reads and writes."""
+PLAIN_VERSION = 2
+"""The version of files without parts; this bgcodec reads it too."""
 OLD_VERSIONS = {1: "written by bgcodec 0.1, whose files decode only on the kind of CPU that wrote them; "
                    "decode it with bgcodec 0.1 and encode the image again"}
 MAX_DIM = 1 << 20
@@ -50,6 +59,14 @@ MAX_DIM = 1 << 20
 MAX_DEPTH = 15
 """Largest number of latent streams (4 bits in the flags byte)."""
 SYNTHESIS_KINDS = ("full", "shallow")
+
+PART_GRAY = 1
+"""The image is grayscale: its colour channels decode to one."""
+PART_ALPHA = 2
+"""A lossless alpha plane: H×W bytes."""
+PART_PIXELS = 3
+"""The whole image, lossless: H×W×C bytes (C = 1..4: gray, gray+alpha, RGB, RGBA); no streams."""
+_STORED, _DEFLATED = 0, 1
 
 _FLAG_DEPTH_MASK = 0x0F
 _FLAG_SHALLOW = 0x10
@@ -74,6 +91,18 @@ class Header:
     """CRC-32 of the scale indices (:func:`bgcodec.entropy.indices_checksum`)."""
     pins: tuple[tuple[int, int, int], ...] = ()
     """(latent, flat position, scale index) of each pinned scale, sorted."""
+    gray: bool = False
+    """The image is grayscale (version 3)."""
+    alpha: bytes | None = None
+    """The alpha plane, H×W bytes in row order (version 3)."""
+    pixels: bytes | None = None
+    """The whole image, H×W×``channels`` bytes, when it is stored losslessly (version 3)."""
+    channels: int = 3
+    """The channels of ``pixels`` (1 gray, 2 gray + alpha, 3 RGB, 4 RGBA)."""
+
+    @property
+    def version(self) -> int:
+        return FORMAT_VERSION if self.gray or self.alpha is not None or self.pixels is not None else PLAIN_VERSION
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_id, (bytes, bytearray)) or len(self.model_id) != 4:
@@ -94,6 +123,12 @@ class Header:
                 raise ValueError(f"a pin is (latent, position, index) of non-negative ints, got {pin!r}")
         if not _pins_in_order(self.pins):
             raise ValueError("pins must be sorted by (latent, position), each position once")
+        pixels = self.height * self.width
+        if self.alpha is not None and len(self.alpha) != pixels:
+            raise ValueError(f"the alpha plane must have {pixels} bytes, got {len(self.alpha)}")
+        if self.pixels is not None and (self.channels not in (1, 2, 3, 4) or len(self.pixels) != pixels * self.channels
+                                        or self.alpha is not None or self.gray):
+            raise ValueError("lossless pixels need 1..4 channels of H×W bytes, and carry gray and alpha themselves")
 
 
 def _pins_in_order(pins: tuple[tuple[int, int, int], ...]) -> bool:
@@ -128,7 +163,9 @@ def _f32(x: float) -> bytes:
 
 def _head(header: Header, lengths: list[int]) -> bytes:
     depth = len(lengths)
-    if not 1 <= depth <= MAX_DEPTH:
+    if header.pixels is not None and depth:
+        raise ValueError("a lossless file has no latent streams")
+    if header.pixels is None and not 1 <= depth <= MAX_DEPTH:
         raise ValueError(f"number of latent streams must be in 1..{MAX_DEPTH}, got {depth}")
     lam = _f32(header.lmbda)
     if struct.unpack("<f", lam)[0] <= 0:
@@ -136,7 +173,7 @@ def _head(header: Header, lengths: list[int]) -> bytes:
     flags = depth | (_FLAG_SHALLOW if header.synthesis == "shallow" else 0)
     parts = [
         MAGIC,
-        bytes([FORMAT_VERSION]),
+        bytes([header.version]),
         bytes(header.model_id),
         lam,
         _varint(header.height),
@@ -147,7 +184,27 @@ def _head(header: Header, lengths: list[int]) -> bytes:
         *(_varint(latent) + _varint(position) + bytes([index]) for latent, position, index in header.pins),
         struct.pack("<I", header.index_checksum),
     ]
+    if header.version == FORMAT_VERSION:
+        parts.append(_parts(header))
     return b"".join(parts)
+
+
+def _parts(header: Header) -> bytes:
+    """The parts of a version-3 file, in order of kind."""
+    parts = []
+    if header.gray:
+        parts.append((PART_GRAY, b""))
+    if header.alpha is not None:
+        parts.append((PART_ALPHA, _plane(header.alpha)))
+    if header.pixels is not None:
+        parts.append((PART_PIXELS, bytes([header.channels]) + _plane(header.pixels)))
+    return _varint(len(parts)) + b"".join(bytes([kind]) + _varint(len(payload)) + payload for kind, payload in parts)
+
+
+def _plane(data: bytes) -> bytes:
+    """A plane as stored: method byte, then the bytes as they are or deflated, whichever is shorter."""
+    deflated = zlib.compress(data, 9)
+    return bytes([_DEFLATED]) + deflated if len(deflated) < len(data) else bytes([_STORED]) + data
 
 
 def header_size(header: Header, streams: list[bytes]) -> int:
@@ -209,10 +266,9 @@ def unpack(data: bytes, name: str = "<input>") -> tuple[Header, list[bytes]]:
     version = r.take(1)[0]
     if version in OLD_VERSIONS:
         raise r.fail(f"format version {version}, {OLD_VERSIONS[version]}")
-    if version != FORMAT_VERSION:
-        raise r.fail(
-            f"unsupported format version {version} (this bgcodec reads version {FORMAT_VERSION})"
-        )
+    if version not in (PLAIN_VERSION, FORMAT_VERSION):
+        raise r.fail(f"unsupported format version {version} (this bgcodec reads versions {PLAIN_VERSION} and "
+                     f"{FORMAT_VERSION}; a newer bgcodec wrote it?)")
     model_id = r.take(4)
     (lmbda,) = struct.unpack("<f", r.take(4))
     height = r.varint("height")
@@ -223,6 +279,7 @@ def unpack(data: bytes, name: str = "<input>") -> tuple[Header, list[bytes]]:
     pins = tuple((r.varint("pin latent"), r.varint("pin position"), r.take(1)[0])
                  for _ in range(r.varint("pin count")))
     (index_crc,) = struct.unpack("<I", r.take(4))
+    parts = _read_parts(r) if version == FORMAT_VERSION else []
     head_end = r.pos
 
     expected = head_end + sum(lengths) + _CRC_SIZE
@@ -244,8 +301,11 @@ def unpack(data: bytes, name: str = "<input>") -> tuple[Header, list[bytes]]:
     # these only fire for files written wrongly.
     if flags & _FLAG_RESERVED:
         raise r.fail(f"reserved flag bits set (flags = 0x{flags:02x})")
-    if depth == 0:
+    found = _check_parts(r, parts) if version == FORMAT_VERSION else {}
+    if depth == 0 and PART_PIXELS not in found:
         raise r.fail("no latent streams (depth 0)")
+    if depth and PART_PIXELS in found:
+        raise r.fail("a lossless file with latent streams")
     if height == 0 or width == 0:
         raise r.fail(f"zero image size ({width}x{height})")
     if height > MAX_DIM or width > MAX_DIM:
@@ -262,6 +322,7 @@ def unpack(data: bytes, name: str = "<input>") -> tuple[Header, list[bytes]]:
     for n in lengths:
         streams.append(data[pos : pos + n])
         pos += n
+    planes = _planes(r, found, height * width)
     header = Header(
         model_id=model_id,
         lmbda=float(lmbda),
@@ -270,8 +331,65 @@ def unpack(data: bytes, name: str = "<input>") -> tuple[Header, list[bytes]]:
         synthesis="shallow" if flags & _FLAG_SHALLOW else "full",
         index_checksum=index_crc,
         pins=pins,
+        **planes,
     )
     return header, streams
+
+
+def _read_parts(r: _Reader) -> list[tuple[int, bytes]]:
+    count = r.varint("part count")
+    return [(r.take(1)[0], r.take(r.varint("part length"))) for _ in range(count)]
+
+
+def _check_parts(r: _Reader, parts: list[tuple[int, bytes]]) -> dict[int, bytes]:
+    """The parts by kind, once the file's CRC has matched: known kinds, in order, each once."""
+    kinds = [kind for kind, _ in parts]
+    unknown = [kind for kind in kinds if kind not in (PART_GRAY, PART_ALPHA, PART_PIXELS)]
+    if unknown:
+        raise r.fail(f"unknown part kind {unknown[0]} (a newer bgcodec wrote it?)")
+    if kinds != sorted(set(kinds)):
+        raise r.fail("parts out of order or repeated")
+    if not parts:
+        raise r.fail("a version-3 file without parts")
+    return dict(parts)
+
+
+def _planes(r: _Reader, parts: dict[int, bytes], pixels: int) -> dict:
+    """The Header fields of the parts, their planes inflated and checked against the image size."""
+    fields: dict = {"gray": PART_GRAY in parts}
+    if parts.get(PART_GRAY, b""):
+        raise r.fail("the grayscale part has a payload")
+    if PART_ALPHA in parts:
+        fields["alpha"] = _unplane(r, parts[PART_ALPHA], pixels, "alpha plane")
+    if PART_PIXELS in parts:
+        payload = parts[PART_PIXELS]
+        channels = payload[0] if payload else 0
+        if channels not in (1, 2, 3, 4) or fields["gray"] or "alpha" in fields:
+            raise r.fail("bad lossless pixels part")
+        fields.update(pixels=_unplane(r, payload[1:], pixels * channels, "lossless pixels"), channels=channels)
+    return fields
+
+
+def _unplane(r: _Reader, payload: bytes, size: int, what: str) -> bytes:
+    """A stored plane of exactly ``size`` bytes (inflating at most one byte more)."""
+    method, data = (payload[0], payload[1:]) if payload else (None, b"")
+    if method == _DEFLATED:
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(data, size + 1)
+        except zlib.error:
+            raise r.fail(f"corrupt {what}") from None
+    elif method != _STORED:
+        raise r.fail(f"unknown storage method of the {what}")
+    if len(data) != size:
+        raise r.fail(f"the {what} holds {len(data)} bytes, the image needs {size}")
+    return data
+
+
+def _channel_names(header: Header) -> str:
+    if header.pixels is not None:
+        return ("gray", "gray+alpha", "RGB", "RGBA")[header.channels - 1]
+    return ("gray" if header.gray else "RGB") + ("+alpha" if header.alpha is not None else "")
 
 
 def format_info(header: Header, streams: list[bytes], total_bytes: int) -> dict:
@@ -280,7 +398,9 @@ def format_info(header: Header, streams: list[bytes], total_bytes: int) -> dict:
     head = header_size(header, streams)
     pixels = header.height * header.width
     return {
-        "format_version": FORMAT_VERSION,
+        "format_version": header.version,
+        "coding": "lossless" if header.pixels is not None else "learned",
+        "channels": _channel_names(header),
         "model_id": bytes(header.model_id).hex(),
         "lambda_model": header.lmbda,
         "lambda_cli": to_cli(header.lmbda),
@@ -291,6 +411,7 @@ def format_info(header: Header, streams: list[bytes], total_bytes: int) -> dict:
         "stream_bytes": [len(s) for s in streams],
         "index_checksum": f"{header.index_checksum:08x}",
         "pinned_scales": len(header.pins),
+        "alpha_bytes": len(_plane(header.alpha)) if header.alpha is not None else 0,
         "header_bytes": head,
         "overhead_bytes": total_bytes - payload,
         "total_bytes": total_bytes,

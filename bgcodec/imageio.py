@@ -71,11 +71,13 @@ def load_image(
     source: str | bytes | os.PathLike,
     *,
     drop_alpha: bool = False,
+    keep_planes: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     memory_per_pixel: int = 0,
     name: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """Read an image file into an HxWx3 ``uint8`` RGB array.
+    """Read an image file into an HxWx3 ``uint8`` RGB array, or with ``keep_planes`` into
+    HxWxC with the image's own planes: C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA.
 
     ``source`` is a path, or the file's content as bytes (e.g. read from
     stdin).  ``name`` is how the input is called in messages (default: the
@@ -84,6 +86,7 @@ def load_image(
     bgcodec.memory) are checked from the header before any pixel is decoded.
     PNG data that ends before the last row is refused.
 
+    An alpha channel is refused unless ``drop_alpha`` drops it or ``keep_planes`` keeps it.
     Returns the array and a list of notes describing the conversions made
     (EXIF orientation applied, grayscale/palette/CMYK/16-bit converted, alpha
     dropped, first frame of several used).  Raises ImageError with a
@@ -108,7 +111,7 @@ def load_image(
         _check_size(img, name, max_pixels, memory_per_pixel)
         if img.format == "PNG" and _png_rows_missing(data):
             raise ImageError(f"{name}: truncated image data (the PNG ends before its last row)")
-        return _convert_opened(img, name, drop_alpha=drop_alpha)
+        return _convert_opened(img, name, drop_alpha=drop_alpha, keep_planes=keep_planes)
 
 
 def _check_size(img: Image.Image, name: str, max_pixels: int | None, memory_per_pixel: int) -> None:
@@ -159,8 +162,9 @@ _ADAM7 = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), 
 """(first row, first column, row step, column step) of the seven interlaced PNG passes."""
 
 
-def _convert_opened(img: Image.Image, name: str, *, drop_alpha: bool) -> tuple[np.ndarray, list[str]]:
-    """Load an opened image and convert it to RGB as load_image describes."""
+def _convert_opened(img: Image.Image, name: str, *, drop_alpha: bool,
+                    keep_planes: bool) -> tuple[np.ndarray, list[str]]:
+    """Load an opened image and convert it as load_image describes."""
 
     notes: list[str] = []
     try:
@@ -189,7 +193,10 @@ def _convert_opened(img: Image.Image, name: str, *, drop_alpha: bool) -> tuple[n
             raise ImageError(f"{name}: cannot apply EXIF orientation ({one_line(exc)})") from None
         notes.append(f"applied EXIF orientation ({orientation})")
 
-    array, more = _to_rgb(img, name, drop_alpha=drop_alpha)
+    if keep_planes:
+        array, more = _to_planes(img, name, drop_alpha=drop_alpha)
+    else:
+        array, more = _to_rgb(img, name, drop_alpha=drop_alpha)
     return array, notes + more
 
 
@@ -206,10 +213,28 @@ def _decodes_from_16_bit(img: Image.Image) -> bool:
 
 
 def from_pil(
-    img: Image.Image, *, drop_alpha: bool = False, name: str = "<image>"
+    img: Image.Image, *, drop_alpha: bool = False, keep_planes: bool = False, name: str = "<image>"
 ) -> tuple[np.ndarray, list[str]]:
     """Convert an already opened PIL image like :func:`load_image` does, EXIF orientation included."""
-    return _convert_opened(img, name, drop_alpha=drop_alpha)
+    return _convert_opened(img, name, drop_alpha=drop_alpha, keep_planes=keep_planes)
+
+
+_GRAY_MODES = ("L", "LA", "La", "1", "I", *_SIXTEEN_BIT_MODES)
+
+
+def _to_planes(img: Image.Image, name: str, *, drop_alpha: bool) -> tuple[np.ndarray, list[str]]:
+    """The image's own planes: gray stays one channel and alpha stays (unless dropped)."""
+    alpha = None
+    if img.has_transparency_data and not drop_alpha:
+        alpha = np.asarray(img.getchannel("A") if "A" in img.getbands() else img.convert("RGBA").getchannel("A"))
+    rgb, notes = _to_rgb(img, name, drop_alpha=True)
+    dropped = ("dropped alpha channel", "dropped transparency")
+    notes = [n for n in notes if alpha is None or n not in dropped]
+    if img.mode in _GRAY_MODES:
+        rgb = rgb[..., :1]
+        notes = [n.replace(" to RGB", " to 8-bit gray") for n in notes if n != "converted grayscale to RGB"]
+    planes = rgb if alpha is None else np.concatenate([rgb, alpha[..., None]], axis=2)
+    return np.ascontiguousarray(planes), notes
 
 
 def _to_rgb(img: Image.Image, name: str, *, drop_alpha: bool) -> tuple[np.ndarray, list[str]]:
@@ -219,7 +244,7 @@ def _to_rgb(img: Image.Image, name: str, *, drop_alpha: bool) -> tuple[np.ndarra
     if img.has_transparency_data:
         if not drop_alpha:
             kind = "an alpha channel" if mode in _ALPHA_MODES else "transparency"
-            raise ImageError(f"{name}: image has {kind} (mode {mode}); use --drop-alpha to discard it")
+            raise ImageError(f"{name}: image has {kind} (mode {mode}), which this conversion to RGB would lose")
         notes.append("dropped alpha channel" if mode in _ALPHA_MODES else "dropped transparency")
 
     if mode == "RGB":
@@ -279,7 +304,7 @@ _SAVE_FORMATS: dict[str, tuple[str, dict]] = {
     "bmp": ("BMP", {}),
     "tif": ("TIFF", {"compression": "tiff_deflate"}),
     "tiff": ("TIFF", {"compression": "tiff_deflate"}),
-    "webp": ("WEBP", {"lossless": True}),
+    "webp": ("WEBP", {"lossless": True, "exact": True}),
     "ppm": ("PPM", {}),
     "pnm": ("PPM", {}),
     "jpg": ("JPEG", {"quality": 95, "subsampling": 0}),
@@ -293,6 +318,9 @@ _SAVE_FORMATS: dict[str, tuple[str, dict]] = {
     "avif": ("AVIF", {"quality": 95}),
 }
 SAVE_EXTENSIONS = tuple(sorted(_SAVE_FORMATS))
+_PLANE_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+_WITHOUT_ALPHA = {"BMP", "PPM", "JPEG"}
+_WITHOUT_GRAY = {"QOI"}
 """Output extensions :func:`save_image` understands (without the dot)."""
 
 
@@ -329,22 +357,29 @@ def format_for(target: str | os.PathLike | None, format: str | None = None) -> s
 def save_image(
     array: np.ndarray, target: str | os.PathLike | BinaryIO, format: str | None = None
 ) -> None:
-    """Write an HxWx3 ``uint8`` RGB array as an image.
+    """Write an HxW or HxWxC ``uint8`` array (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) as an image.
 
     ``target`` is a path or a binary file object.  The format comes from
     ``format`` if given, else from the path's extension (png, bmp, tif/tiff,
     webp (lossless), ppm/pnm, jpg/jpeg (quality 95, 4:4:4), tga, qoi,
     jp2/j2k, avif (quality 95)); PNG when there is neither.  Raises
-    ImageError for an unknown format or when writing fails.
+    ImageError for an unknown format, alpha in a format without it, or when
+    writing fails.
     """
     array = np.asarray(array)
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"expected an HxWx3 uint8 array, got {array.dtype} {array.shape}")
+    planes = array[..., None] if array.ndim == 2 else array
+    if planes.ndim != 3 or planes.shape[2] not in _PLANE_MODES or array.dtype != np.uint8:
+        raise ValueError(f"expected an HxW or HxWxC uint8 array with C = 1..4, got {array.dtype} {array.shape}")
     is_path = isinstance(target, (str, os.PathLike))
     name = os.fspath(target) if is_path else getattr(target, "name", "<output>")
     key = format_for(target if is_path else None, format)
     fmt, options = _SAVE_FORMATS[key]
-    img = Image.fromarray(np.ascontiguousarray(array))
+    mode = _PLANE_MODES[planes.shape[2]]
+    if mode in ("LA", "RGBA") and fmt in _WITHOUT_ALPHA:
+        raise ImageError(f"{name}: .{key} cannot store the image's alpha channel (write .png, .webp or .tif)")
+    img = Image.fromarray(np.ascontiguousarray(planes[..., 0] if mode == "L" else planes), mode)
+    if fmt in _WITHOUT_GRAY:
+        img = img.convert("RGBA" if mode == "LA" else "RGB" if mode == "L" else mode)
     try:
         img.save(target, format=fmt, **options)
     except OSError as exc:

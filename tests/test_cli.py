@@ -345,22 +345,42 @@ def test_an_output_folder_that_does_not_exist_fails_before_the_work(runner, tmp_
     assert result.exit_code == 1 and "cannot write" in error_lines(result.stderr)[0]
 
 
-def test_alpha_is_refused_unless_dropped(runner, tmp_path, lam):
-    src = write_png(tmp_path / "rgba.png", mode="RGBA")
-    result = run(runner, "encode", src, "-l", lam)
-    assert result.exit_code == 1
-    assert "--drop-alpha" in error_lines(result.stderr)[0]
-    result = run(runner, "encode", src, "-l", lam, "--drop-alpha")
+def test_alpha_is_kept_losslessly_unless_dropped(runner, tmp_path, lam):
+    src = write_png(tmp_path / "rgba.png", height=80, width=96, mode="RGBA")
+    result = run(runner, "encode", src, "-l", lam, "-o", tmp_path / "a.bgv")
+    assert result.exit_code == 0, result.stderr
+    result = run(runner, "decode", tmp_path / "a.bgv", "-o", tmp_path / "a.png")
+    assert result.exit_code == 0, result.stderr
+    with Image.open(src) as original, Image.open(tmp_path / "a.png") as decoded:
+        assert decoded.mode == "RGBA"
+        assert np.array_equal(np.asarray(decoded)[..., 3], np.asarray(original)[..., 3])
+    result = run(runner, "decode", tmp_path / "a.bgv", "-o", tmp_path / "a.jpg")
+    assert result.exit_code == 1 and "cannot store the image's alpha channel" in error_lines(result.stderr)[0]
+    assert not (tmp_path / "a.jpg").exists()
+    result = run(runner, "info", "--json", tmp_path / "a.bgv")
+    info = json.loads(result.stdout)
+    assert info["channels"] == "RGB+alpha" and info["alpha_bytes"] > 0
+    result = run(runner, "encode", src, "-l", lam, "--drop-alpha", "-o", tmp_path / "b.bgv")
     assert result.exit_code == 0, result.stderr
     assert f"bgcodec: note: {src}: dropped alpha channel" in result.stderr.splitlines()
 
 
-def test_notes_and_quiet(runner, tmp_path, lam):
+def test_a_grayscale_image_comes_back_gray(runner, tmp_path, lam):
     src = tmp_path / "gray.png"
-    Image.new("L", (16, 16), 77).save(src)
+    gray = (np.add.outer(np.arange(80), np.arange(96)) % 256).astype(np.uint8)
+    Image.fromarray(gray).save(src)
+    assert run(runner, "encode", src, "-l", lam, "-o", tmp_path / "g.bgv").exit_code == 0
+    assert run(runner, "decode", tmp_path / "g.bgv", "-o", tmp_path / "g.png").exit_code == 0
+    with Image.open(tmp_path / "g.png") as decoded:
+        assert decoded.mode == "L" and decoded.size == (96, 80)
+
+
+def test_notes_and_quiet(runner, tmp_path, lam):
+    src = tmp_path / "gray16.png"
+    Image.fromarray(np.full((16, 16), 30000, np.uint16)).save(src)
     result = run(runner, "encode", src, "-l", lam)
     assert result.exit_code == 0
-    assert f"bgcodec: note: {src}: converted grayscale to RGB" in result.stderr.splitlines()
+    assert f"bgcodec: note: {src}: converted 16-bit to 8-bit" in result.stderr.splitlines()
     result = run(runner, "encode", src, "-l", lam, "--force", "--quiet")
     assert result.exit_code == 0
     assert result.stderr == "" and result.stdout == ""
@@ -502,6 +522,39 @@ def test_api_round_trip(tmp_path, codec, lam, monkeypatch):
     assert bgcodec.decompress(from_path).size == (24, 16)
     with pytest.raises(ValueError):
         bgcodec.compress(array, 0.01, quality=50)
+
+
+def test_api_takes_what_users_pass_and_words_its_errors_for_python(tmp_path, codec, lam, monkeypatch):
+    from PIL import ImageOps
+
+    monkeypatch.setitem(bgcodec._codecs, None, codec)
+    path = write_png(tmp_path / "p.png", 40, 56)
+    data = bgcodec.compress(path, float(lam))
+    (tmp_path / "p.bgv").write_bytes(data)
+    with open(path, "rb") as f:
+        assert bgcodec.compress(f, float(lam)) == data == bgcodec.compress(path.read_bytes(), float(lam))
+    with open(tmp_path / "p.bgv", "rb") as f:
+        from_file = bgcodec.decompress(f)
+    assert bgcodec.decompress(tmp_path / "p.bgv").tobytes() == bgcodec.decompress(str(tmp_path / "p.bgv")).tobytes()
+    assert from_file.tobytes() == bgcodec.decompress(data).tobytes()
+
+    rotated = Image.open(path)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise when shown
+    rotated.save(tmp_path / "r.png", exif=exif)
+    with Image.open(tmp_path / "r.png") as tagged:
+        assert bgcodec.decompress(bgcodec.compress(tagged, float(lam))).size == (40, 56)
+    assert ImageOps.exif_transpose(Image.open(tmp_path / "r.png")).size == (40, 56)
+
+    with pytest.raises(TypeError, match="lmbda must be a number"):
+        bgcodec.compress(path, "0.01")
+    with pytest.raises(TypeError, match="compress\\(\\) takes"):
+        bgcodec.compress(12345, 0.01)
+    with pytest.raises(TypeError, match="decompress\\(\\) takes"):
+        bgcodec.decompress(12345)
+    rgba = np.random.default_rng(5).integers(0, 256, (40, 56, 4), dtype=np.uint8)
+    image = bgcodec.decompress(bgcodec.compress(Image.fromarray(rgba, "RGBA"), float(lam)))
+    assert image.mode == "RGBA" and np.array_equal(np.asarray(image)[..., 3], rgba[..., 3])
 
 
 def test_version(runner):

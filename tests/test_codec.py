@@ -67,10 +67,10 @@ def make_image(kind, h, w, seed=0):
 def test_round_trip_matches_encoder_reconstruction(request, which, kind, h, w):
     c = request.getfixturevalue(which)
     image = make_image(kind, h, w)
-    data, recon = c.encode(image, LMBDA, return_reconstruction=True)
+    data, recon = c.encode(image, LMBDA, lossless_fallback=False, return_reconstruction=True)
     assert isinstance(data, bytes)
     assert recon.shape == (h, w, 3) and recon.dtype == np.uint8
-    assert data == c.encode(image, LMBDA)  # the encoder is deterministic
+    assert data == c.encode(image, LMBDA, lossless_fallback=False)  # the encoder is deterministic
     decoded = c.decode(data)
     assert decoded.shape == (h, w, 3) and decoded.dtype == np.uint8
     assert np.array_equal(decoded, recon)
@@ -83,7 +83,7 @@ def test_round_trip_matches_encoder_reconstruction(request, which, kind, h, w):
 @pytest.mark.parametrize("kind,h,w", [("random", 70, 130), ("smooth", 63, 64), ("random", 1, 65)])
 def test_decoded_symbols_equal_encoded(lively, kind, h, w):
     image = make_image(kind, h, w, seed=4)
-    data = lively.encode(image, LMBDA)
+    data = lively.encode(image, LMBDA, lossless_fallback=False)
     header, streams = container.unpack(data)
     model = lively.model
     lmbda_model = lively.check_lambda(LMBDA)
@@ -132,9 +132,47 @@ def test_bad_depth(codec, depth):
 
 def test_bad_image(codec):
     with pytest.raises(BgcodecError):
-        codec.encode(np.zeros((8, 8), np.uint8), LMBDA)
+        codec.encode(np.zeros((8, 8, 5), np.uint8), LMBDA)
     with pytest.raises(BgcodecError):
         codec.encode(np.zeros((8, 8, 3), np.float32), LMBDA)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Codec.load(None, device="cpu")
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 3), (1, 512, 3), (768, 1, 3), (9, 7)])
+def test_a_tiny_image_is_stored_losslessly_when_that_is_smaller(shipped, shape):
+    image = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    data = shipped.encode(image, 0.01)
+    learned = shipped.encode(image, 0.01, lossless_fallback=False)
+    header, streams = container.unpack(data)
+    assert header.pixels is not None and streams == [] and len(data) < len(learned)
+    assert len(data) <= image.size + 32  # never much larger than the pixels it holds
+    decoded = shipped.decode(data)
+    assert np.array_equal(decoded.reshape(image.shape), image)
+
+
+def test_a_photo_keeps_the_learned_coder(shipped):
+    data = shipped.encode(smooth_image(96, 128, seed=1), 0.01)
+    assert container.unpack(data)[0].pixels is None
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_gray_and_alpha_come_back_as_they_went_in(lively, channels):
+    rng = np.random.default_rng(channels)
+    colour = smooth_image(70, 90, seed=channels)
+    planes = {1: colour[..., :1], 2: np.dstack([colour[..., :1], rng.integers(0, 256, (70, 90), np.uint8)]),
+              4: np.dstack([colour, rng.integers(0, 256, (70, 90), np.uint8)])}[channels]
+    data, recon = lively.encode(planes, LMBDA, lossless_fallback=False, return_reconstruction=True)
+    header, _ = container.unpack(data)
+    assert header.version == container.FORMAT_VERSION and header.gray == (channels < 3)
+    decoded = lively.decode(data)
+    assert decoded.shape == planes.shape and np.array_equal(decoded, recon)
+    if channels in (2, 4):
+        assert np.array_equal(decoded[..., -1], planes[..., -1])  # alpha is lossless
+    assert lively.decode(lively.encode(colour, LMBDA, lossless_fallback=False)).shape == (70, 90, 3)
 
 
 # -- model identity ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 from bgcodec import lambdas
 from bgcodec.container import (
     FORMAT_VERSION,
+    PLAIN_VERSION,
     MAX_DIM,
     Header,
     format_info,
@@ -105,7 +106,7 @@ def test_layout_prefix():
     h = _header(height=200, width=300, lmbda=1024.0, synthesis="shallow")
     data = pack(h, [b"\x01\x02\x03\x04", b""])
     assert data[:3] == b"BGV"
-    assert data[3] == FORMAT_VERSION
+    assert data[3] == PLAIN_VERSION  # no parts: written as version 2
     assert data[4:8] == h.model_id
     assert data[8:12] == struct.pack("<f", 1024.0)
     assert data[12:14] == bytes([0xC8, 0x01])  # 200
@@ -208,7 +209,7 @@ def test_bad_magic():
 def test_unsupported_version():
     data = bytearray(_small())
     data[3] = 7
-    _fails(bytes(data), "unsupported format version 7 (this bgcodec reads version 2)")
+    _fails(bytes(data), "unsupported format version 7 (this bgcodec reads versions 2 and 3")
     data[3] = 0
     _fails(bytes(data), "unsupported format version 0")
 
@@ -371,3 +372,63 @@ def test_format_md_example_matches_pack():
     ]
     h = Header(b"QB01", 1024.0, 200, 300, "full", indices_checksum([i1, i2]), pins=((0, 3, 40),))
     assert pack(h, streams) == expected
+
+
+# -- version 3: parts -------------------------------------------------------------------------
+
+
+def _v3(**kw):
+    return _header(height=4, width=5, **kw)
+
+
+@pytest.mark.parametrize("fields", [dict(gray=True), dict(alpha=bytes(range(20))), dict(gray=True, alpha=bytes(20)),
+                                    dict(pixels=bytes(range(60)), channels=3, index_checksum=0)])
+def test_parts_round_trip_and_make_version_3(fields):
+    header = _v3(**fields)
+    streams = [] if "pixels" in fields else _streams([7, 3])
+    data = pack(header, streams)
+    assert data[3] == FORMAT_VERSION
+    assert unpack(data, NAME) == (header, streams)
+
+
+def test_a_plane_is_stored_deflated_only_when_that_is_shorter():
+    rnd = random.Random(1)
+    flat, noisy = bytes(20), bytes(rnd.randrange(256) for _ in range(20))
+    assert len(pack(_v3(alpha=flat), [b"x"])) < len(pack(_v3(alpha=noisy), [b"x"]))
+    assert unpack(pack(_v3(alpha=noisy), [b"x"]))[0].alpha == noisy
+
+
+def _with_parts(parts: bytes, depth: int = 1) -> bytes:
+    """A version-3 file with these raw part bytes (count included) and a valid CRC."""
+    plain = pack(_v3(), [b"x"] * depth)
+    head = plain[:-4 - depth]  # up to and including the index CRC
+    return _recrc(bytes([head[0], head[1], head[2], FORMAT_VERSION]) + head[4:] + parts + b"x" * depth + b"0000")
+
+
+@pytest.mark.parametrize("parts,match", [
+    (b"\x01\x09\x00", "unknown part kind 9"),
+    (b"\x02\x01\x00\x01\x00", "out of order or repeated"),
+    (b"\x00", "without parts"),
+    (b"\x01\x02\x03\x00\x01\x02", "holds 2 bytes, the image needs 20"),
+    (b"\x01\x02\x05\x01junk", "corrupt alpha plane"),
+    (b"\x01\x02\x02\x07\x00", "unknown storage method"),
+    (b"\x01\x01\x01\x00", "grayscale part has a payload"),
+    (b"\x01\x03\x03\x03\x00\x00", "lossless file with latent streams"),
+])
+def test_bad_parts_are_refused(parts, match):
+    _fails(_with_parts(parts), match)
+
+
+def test_a_deflated_plane_larger_than_the_image_is_refused_without_inflating_it_all():
+    bomb = zlib.compress(bytes(10**7))
+    data = _with_parts(b"\x01\x02" + bytes(_varint_bytes(len(bomb) + 1)) + b"\x01" + bomb)
+    _fails(data, "the image needs 20")
+
+
+def _varint_bytes(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)

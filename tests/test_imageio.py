@@ -82,7 +82,7 @@ def test_palette_with_transparency_is_refused_or_dropped():
     img.putpalette([10, 20, 30, 200, 100, 50] + [0] * (256 * 3 - 6))
     img.putpixel((0, 0), 1)
     data = encoded(img, transparency=0)
-    with pytest.raises(ImageError, match=r"^p\.png: .*transparency.*--drop-alpha"):
+    with pytest.raises(ImageError, match=r"^p\.png: .*transparency"):
         load_image(data, name="p.png")
     array, notes = load_image(data, drop_alpha=True)
     check_rgb(array, 3, 4)
@@ -366,9 +366,38 @@ def test_unknown_extension_is_refused(tmp_path):
 
 def test_save_rejects_wrong_arrays():
     with pytest.raises(ValueError):
-        save_image(np.zeros((4, 4), np.uint8), io.BytesIO())
+        save_image(np.zeros((4, 4, 5), np.uint8), io.BytesIO())
     with pytest.raises(ValueError):
         save_image(np.zeros((4, 4, 3), np.float32), io.BytesIO())
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA"])
+@pytest.mark.parametrize("ext", ["png", "tif", "webp", "tga", "qoi"])
+def test_gray_and_alpha_planes_survive_the_lossless_formats(tmp_path, mode, ext):
+    rng = np.random.default_rng(7)
+    planes = rng.integers(0, 256, (5, 6, len(mode)), dtype=np.uint8)
+    save_image(planes, tmp_path / f"x.{ext}")
+    loaded, _ = load_image(tmp_path / f"x.{ext}", keep_planes=True)
+    if ext in ("webp", "qoi") and mode != "RGBA":  # these store gray as colour
+        loaded = loaded[..., [0, -1]] if mode == "LA" else loaded[..., :1]
+    assert np.array_equal(loaded, planes)
+
+
+def test_alpha_in_a_format_without_it_is_a_one_line_error(tmp_path):
+    with pytest.raises(ImageError, match=r"x\.jpg: \.jpg cannot store the image's alpha channel"):
+        save_image(np.zeros((4, 4, 4), np.uint8), tmp_path / "x.jpg")
+    assert not (tmp_path / "x.jpg").exists()
+
+
+def test_keep_planes_returns_gray_and_alpha_as_they_are():
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    array, notes = load_image(encoded(Image.fromarray(gray)), keep_planes=True)
+    assert array.shape == (3, 4, 1) and np.array_equal(array[..., 0], gray) and notes == []
+    rgba = np.random.default_rng(2).integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    array, notes = load_image(encoded(Image.fromarray(rgba, "RGBA")), keep_planes=True)
+    assert np.array_equal(array, rgba) and notes == []
+    array, notes = load_image(encoded(Image.fromarray(rgba, "RGBA")), keep_planes=True, drop_alpha=True)
+    assert np.array_equal(array, rgba[..., :3]) and notes == ["dropped alpha channel"]
 
 
 def test_save_extensions_listed():

@@ -127,8 +127,7 @@ max_pixels_option = click.option(
 @click.option(
     "--drop-alpha",
     is_flag=True,
-    help="Discard the alpha channel / transparency of inputs that have one "
-    "(default: refuse such inputs).",
+    help="Discard the alpha channel / transparency of inputs that have one (default: keep it, losslessly).",
 )
 @click.option(
     "--synthesis",
@@ -158,9 +157,10 @@ def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, v
            max_pixels):
     """Compress images (PNG, JPEG, WebP, TIFF, ... or '-' for stdin) to .bgv files.
 
-    Grayscale, palette, CMYK and 16-bit images are converted to 8-bit RGB (with
-    a note); EXIF orientation is applied; images with alpha are refused unless
-    --drop-alpha.
+    Grayscale images stay gray and an alpha channel is kept losslessly; palette,
+    CMYK and 16-bit images are converted to 8 bits (with a note); EXIF
+    orientation is applied. Images so small that storing their pixels
+    losslessly takes fewer bytes are stored so.
     """
     if lmbda is not None and quality is not None:
         raise click.UsageError("-l/--lambda and -q/--quality are mutually exclusive.", ctx)
@@ -177,7 +177,7 @@ def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, v
 
         check_output(job, force)
         data = read_input(job)
-        image, notes = load_image(data, drop_alpha=drop_alpha, max_pixels=max_pixels,
+        image, notes = load_image(data, drop_alpha=drop_alpha, keep_planes=True, max_pixels=max_pixels,
                                   memory_per_pixel=encoding_bytes_per_pixel(effort), name=job.name)
         for note in notes:
             reporter.note(job.name, note)
