@@ -13,15 +13,16 @@ the encoder's free choice of latents, which the float64 path then codes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import container, entropy, lambdas, memory, sga
+from . import container, entropy, lambdas, resources, sga
 from .config import DEVICES, EFFORT_ITERATIONS, EFFORT_MAX_PIXELS
 from .errors import BgcodecError, FormatError
 from .imageio import DEFAULT_MAX_PIXELS
@@ -99,6 +100,18 @@ def _pins_by_latent(pins: tuple[tuple[int, int, int], ...], name: str) -> dict[i
     return by_latent
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """SGA runs in float32, whose CPU results depend on the thread count: on one thread the
+    same input gives the same file on a machine, however busy it is."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _check_synthesis(synthesis: str) -> None:
     if synthesis not in container.SYNTHESIS_KINDS:
         raise BgcodecError(f"synthesis must be one of {', '.join(container.SYNTHESIS_KINDS)}, got {synthesis!r}")
@@ -165,7 +178,7 @@ class Codec:
         if effort and height * width > EFFORT_MAX_PIXELS:
             raise BgcodecError(f"--effort {effort} is limited to images of {EFFORT_MAX_PIXELS:,} pixels; "
                                f"this one has {height * width:,}")
-        memory.check_memory(width, height, memory.encoding_bytes_per_pixel(effort), "<image>", "encoding")
+        resources.check_memory(width, height, resources.encoding_bytes_per_pixel(effort), "<image>", "encoding")
         x = image_to_tensor(rgb).to(self.device)
         lmbda_device = self._lambda_tensor(self.accelerated, lmbda_model)
         taps = self.accelerated.analyse(x, lmbda_device)
@@ -204,9 +217,10 @@ class Codec:
         if self._sga_model is None:
             self._sga_model = self._copy(self.device, torch.float32)
         iterations = EFFORT_ITERATIONS[effort]
-        residuals = sga.optimise_latents(self._sga_model, x.float(), [t.float() for t in taps],
-                                         self._lambda_tensor(self._sga_model, lmbda_model), iterations, synthesis,
-                                         height, width, progress)
+        with _one_thread():
+            residuals = sga.optimise_latents(self._sga_model, x.float(), [t.float() for t in taps],
+                                             self._lambda_tensor(self._sga_model, lmbda_model), iterations, synthesis,
+                                             height, width, progress)
         return [r.to("cpu", PRECISION) for r in residuals]
 
     @torch.no_grad()
@@ -226,7 +240,7 @@ class Codec:
                               f"{max_pixels} pixels (see --max-pixels)")
         if header.pixels is not None:  # stored losslessly: no model needed
             return np.frombuffer(header.pixels, np.uint8).reshape(header.height, header.width, header.channels).copy()
-        memory.check_memory(header.width, header.height, memory.DECODE_BYTES_PER_PIXEL, name, "decoding")
+        resources.check_memory(header.width, header.height, resources.DECODE_BYTES_PER_PIXEL, name, "decoding")
         if header.model_id != self.identity:
             raise FormatError(f"{name}: encoded with model {header.model_id.hex()}, but the loaded weights are "
                               f"{self.identity.hex()} (pass the matching --weights)")

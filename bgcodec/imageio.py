@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bgcodec.errors import ImageError, one_line
-from bgcodec.memory import check_memory
+from bgcodec.resources import check_memory
 
 DEFAULT_MAX_PIXELS = 256 * 2**20
 """Largest accepted width·height (256 Mi pixels, far above 8K x 8K = 32 Mi)."""
@@ -83,7 +83,7 @@ def load_image(
     stdin).  ``name`` is how the input is called in messages (default: the
     path, or ``"<input>"`` for bytes).  ``max_pixels`` (None: no limit) and the
     memory that coding the image will take (``memory_per_pixel``, see
-    bgcodec.memory) are checked from the header before any pixel is decoded.
+    bgcodec.resources) are checked from the header before any pixel is decoded.
     PNG data that ends before the last row is refused.
 
     An alpha channel is refused unless ``drop_alpha`` drops it or ``keep_planes`` keeps it.

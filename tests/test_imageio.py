@@ -267,13 +267,13 @@ def test_png_data_that_ends_before_the_last_row_is_refused():
 
 
 def test_an_image_larger_than_the_memory_is_refused_from_its_header(monkeypatch):
-    from bgcodec import memory
+    from bgcodec import resources
 
-    monkeypatch.setattr(memory, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(resources, "available_memory", lambda: 2**20)
     image = encoded(Image.new("RGB", (300, 200)))
     assert load_image(image)[0].shape == (200, 300, 3)  # no memory check unless asked
     with pytest.raises(BgcodecError, match="needs about .* GiB of memory"):
-        load_image(image, memory_per_pixel=memory.ENCODE_BYTES_PER_PIXEL)
+        load_image(image, memory_per_pixel=resources.ENCODE_BYTES_PER_PIXEL)
 
 
 def test_max_pixels_argument(tmp_path):

@@ -159,13 +159,17 @@ class CodecHolder:
 
     def get(self):
         if self._codec is None:
-            # Coding uses torch's whole thread pool; OpenMP workers that busy-wait collapse when
-            # other jobs share the cores (parallel batches), passive ones do not
-            # (docs/BENCHMARKS.md). Read when torch is first imported, just below.
+            # Passive OpenMP workers, read when torch is first imported just below: busy-waiting
+            # ones collapse when other jobs share the cores.
             os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             try:
-                from bgcodec.codec import Codec
+                import torch
 
+                from ..codec import Codec
+                from ..resources import idle_cores
+
+                if "OMP_NUM_THREADS" not in os.environ:
+                    torch.set_num_threads(idle_cores())  # the result does not depend on it
                 self._codec = Codec.load(self.weights, device=self.device)
             except BgcodecError as exc:
                 raise Fatal(one_line(exc)) from None

@@ -173,7 +173,7 @@ def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, v
 
     def process(job: Job, reporter: Reporter) -> None:
         from ..imageio import load_image
-        from ..memory import encoding_bytes_per_pixel
+        from ..resources import encoding_bytes_per_pixel
 
         check_output(job, force)
         data = read_input(job)

@@ -1,7 +1,7 @@
-"""How much memory coding an image takes, and whether this machine has it, so that an image
-too large for the machine is refused from its header, before anything is allocated.
+"""What coding may take from the machine: memory (an image too large for it is refused from
+its header, before anything is allocated) and the cores that other work leaves idle.
 
-The figures are the memory that ``benchmarks/memory.py`` measured per pixel with the shipped
+The memory figures are what ``benchmarks/memory.py`` measured per pixel with the shipped
 ``small`` weights, rounded up; bigger configs need more. Standard library only.
 """
 
@@ -48,3 +48,17 @@ def check_memory(width: int, height: int, bytes_per_pixel: int, name: str, what:
     if available is not None and needed > available:
         raise BgcodecError(f"{name}: {what} {width}x{height} pixels needs about {needed / 2**30:.1f} GiB of "
                            f"memory; {available / 2**30:.1f} GiB are available")
+
+
+def idle_cores() -> int:
+    """The cores this process may use that the 1-minute load average says are idle (at least
+    one): threads that wait on cores busy with other jobs slow each other down many times."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return cores
+    return max(1, min(cores, int(cores - load + 0.5)))
