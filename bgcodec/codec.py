@@ -112,6 +112,14 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def _check_effort(effort: int, height: int, width: int) -> None:
+    if effort not in EFFORT_ITERATIONS:
+        raise BgcodecError(f"effort must be one of {sorted(EFFORT_ITERATIONS)}, got {effort}")
+    if effort and height * width > EFFORT_MAX_PIXELS:
+        raise BgcodecError(f"--effort {effort} is limited to images of {EFFORT_MAX_PIXELS:,} pixels; "
+                           f"this one has {height * width:,}")
+
+
 def _check_synthesis(synthesis: str) -> None:
     if synthesis not in container.SYNTHESIS_KINDS:
         raise BgcodecError(f"synthesis must be one of {', '.join(container.SYNTHESIS_KINDS)}, got {synthesis!r}")
@@ -167,21 +175,36 @@ class Codec:
         """
         rgb, alpha, gray = split_planes(image)
         lmbda_model = self.check_lambda(lmbda)
+        depth = self._check_depth(depth)
+        _check_synthesis(synthesis)
+        _check_effort(effort, *rgb.shape[:2])
+        header, streams, h = self._code_colours(rgb, lmbda_model, depth, synthesis, effort, progress)
+        header = dataclasses.replace(header, gray=gray, alpha=None if alpha is None else alpha.tobytes())
+        data = container.pack(header, streams)
+        if lossless_fallback:
+            planes = join_planes(rgb, alpha, gray)
+            lossless = container.pack(dataclasses.replace(header, pins=(), gray=False, alpha=None, index_checksum=0,
+                                                          pixels=planes.tobytes(), channels=planes.shape[2]), [])
+            if len(lossless) < len(data):
+                return (lossless, planes) if return_reconstruction else lossless
+        if not return_reconstruction:
+            return data
+        return data, join_planes(self._synthesize(h, lmbda_model, *rgb.shape[:2], synthesis), alpha, gray)
+
+    def _check_depth(self, depth: int | None) -> int:
         num_latents = self.model.cfg.num_latents
         depth = num_latents if depth is None else depth
         if not 1 <= depth <= num_latents:
             raise BgcodecError(f"depth must be in 1..{num_latents}, got {depth}")
-        _check_synthesis(synthesis)
-        if effort not in EFFORT_ITERATIONS:
-            raise BgcodecError(f"effort must be one of {sorted(EFFORT_ITERATIONS)}, got {effort}")
+        return depth
+
+    def _code_colours(self, rgb: np.ndarray, lmbda_model: float, depth: int, synthesis: str, effort: int,
+                      progress: Progress) -> tuple[container.Header, list[bytes], torch.Tensor]:
+        """The header and latent streams of an RGB image, and the synthesis input the decoder will rebuild."""
         height, width = rgb.shape[:2]
-        if effort and height * width > EFFORT_MAX_PIXELS:
-            raise BgcodecError(f"--effort {effort} is limited to images of {EFFORT_MAX_PIXELS:,} pixels; "
-                               f"this one has {height * width:,}")
         resources.check_memory(width, height, resources.encoding_bytes_per_pixel(effort), "<image>", "encoding")
         x = image_to_tensor(rgb).to(self.device)
-        lmbda_device = self._lambda_tensor(self.accelerated, lmbda_model)
-        taps = self.accelerated.analyse(x, lmbda_device)
+        taps = self.accelerated.analyse(x, self._lambda_tensor(self.accelerated, lmbda_model))
         residuals = self._optimise(x, taps, lmbda_model, effort, synthesis, height, width, progress) if effort else None
         symbols, log_scales = [], []
 
@@ -198,18 +221,8 @@ class Codec:
         streams = [entropy.encode_symbols(s, i) for s, i in zip(symbols, indices)]
         header = container.Header(model_id=self.identity, lmbda=lmbda_model, height=height, width=width,
                                   synthesis=synthesis, index_checksum=entropy.indices_checksum(indices),
-                                  pins=_pins(indices, log_scales), gray=gray,
-                                  alpha=None if alpha is None else alpha.tobytes())
-        data = container.pack(header, streams)
-        if lossless_fallback:
-            planes = join_planes(rgb, alpha, gray)
-            lossless = container.pack(dataclasses.replace(header, pins=(), gray=False, alpha=None, index_checksum=0,
-                                                          pixels=planes.tobytes(), channels=planes.shape[2]), [])
-            if len(lossless) < len(data):
-                return (lossless, planes) if return_reconstruction else lossless
-        if not return_reconstruction:
-            return data
-        return data, join_planes(self._synthesize(h, lmbda_model, height, width, synthesis), alpha, gray)
+                                  pins=_pins(indices, log_scales))
+        return header, streams, h
 
     def _optimise(self, x: torch.Tensor, taps: list[torch.Tensor], lmbda_model: float, effort: int, synthesis: str,
                   height: int, width: int, progress: Progress) -> list[torch.Tensor]:
