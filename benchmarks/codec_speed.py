@@ -37,7 +37,7 @@ from bgcodec import container, entropy  # noqa: E402
 from bgcodec.codec import PRECISION, Codec, image_to_tensor, tensor_to_image  # noqa: E402
 from bgcodec.model import PAD_MULTIPLE  # noqa: E402
 from bgcodec.eval.system import cpu_model  # noqa: E402
-from bgcodec.weights import resolve  # noqa: E402
+from bgcodec.config import resolve  # noqa: E402
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff", ".webp"}

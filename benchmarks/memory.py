@@ -90,7 +90,7 @@ def child(args: argparse.Namespace) -> None:
     result["seconds"] = time.perf_counter() - start
     result["peak_mib"] = peak_rss_mib()
     result["lambda"] = lmbda
-    from bgcodec.weights import resolve
+    from bgcodec.config import resolve
 
     result["weights"] = resolve(args.weights)
     print(json.dumps(result))

@@ -1,12 +1,20 @@
 """What a model and a coding run are configured by, without torch, so that the command line
-offers these choices without importing it: the model configs, the encoder's effort levels
-and the devices.
+offers these choices, and checks λ against a weights file's range, without importing it:
+the model configs, the encoder's effort levels, the devices, and which weights file a run
+uses with the λ range it declares.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+
+from . import lambdas
+from .errors import WeightsError
 
 @dataclass(frozen=True)
 class BGVAEConfig:
@@ -91,3 +99,62 @@ synthesis and keeps their activations (benchmarks/memory.py --effort 1 measures 
 
 DEVICES = ("auto", "cpu", "cuda")
 """Where the model may run; auto means CUDA when available."""
+
+
+DEFAULT_WEIGHTS = "bgvae-small.safetensors"
+"""What the CLI loads without --weights: the shipped file in weights/."""
+
+WEIGHTS_ENV = "BGCODEC_WEIGHTS"
+"""An environment variable that names the weights when --weights is not given."""
+
+
+def cli_lambda_range(cfg: BGVAEConfig) -> tuple[float, float]:
+    """The config's λ range in the CLI (CompressAI) convention."""
+    lo, hi = cfg.lmbda_range
+    return lambdas.to_cli(lo), lambdas.to_cli(hi)
+
+
+def search_dirs() -> list[Path]:
+    """Where a bare weights file name is looked up: the source checkout, then the install prefix."""
+    return [Path(__file__).resolve().parent.parent / "weights", Path(sys.prefix) / "share" / "bgcodec" / "weights"]
+
+
+def resolve(spec: str | None) -> str:
+    """Turn a --weights value (None = default) into a path or a ``random:`` spec."""
+    spec = spec or os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS
+    if spec.startswith("random:") or os.sep in spec or os.path.exists(spec):
+        return spec
+    for folder in search_dirs():
+        if (folder / spec).is_file():
+            return str(folder / spec)
+    return spec
+
+
+def lambda_range(spec: str | None = None) -> tuple[float, float]:
+    """The λ range (CLI convention) of the weights a spec names, from the file's metadata
+    alone: no model is built, so a wrong λ is refused at once."""
+    spec = resolve(spec)
+    if spec.startswith("random:"):
+        name = spec.split(":")[1]
+        if name not in CONFIGS:
+            raise WeightsError(f"{spec}: expected random:CONFIG[:SEED] with CONFIG in {sorted(CONFIGS)}")
+        return cli_lambda_range(CONFIGS[name])
+    if not os.path.isfile(spec):
+        raise WeightsError(f"{spec}: weights file not found")
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(spec, framework="numpy") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{spec}: not a safetensors weights file ({e})") from None
+    return declared_lambda_range(spec, metadata)
+
+
+def declared_lambda_range(path: str, metadata: dict[str, str]) -> tuple[float, float]:
+    """The λ range (CLI convention) a weights file's metadata declares."""
+    try:
+        lo, hi = (float(v) for v in json.loads(metadata["lambda_range"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise WeightsError(f"{path}: weights metadata lacks a valid lambda_range ({e})") from None
+    return lo, hi

@@ -10,25 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from . import lambdas
 from .bound import BoundVAE
 from .errors import WeightsError
-from .config import CONFIGS, BGVAEConfig
+from .config import CONFIGS, BGVAEConfig, cli_lambda_range, declared_lambda_range, resolve
 from .model import BGVAE, HierarchicalVAE
-
-DEFAULT_WEIGHTS = "bgvae-small.safetensors"
-"""What the CLI loads without --weights. Becomes a file name in weights/ once trained weights ship."""
-
-WEIGHTS_ENV = "BGCODEC_WEIGHTS"
-
 
 @dataclass
 class LoadedModel:
@@ -55,32 +46,10 @@ def model_identity(state_dict: dict[str, torch.Tensor]) -> bytes:
     return digest.digest()[:4]
 
 
-def cli_lambda_range(cfg: BGVAEConfig) -> tuple[float, float]:
-    """The config's λ range in the CLI (CompressAI) convention."""
-    lo, hi = cfg.lmbda_range
-    return lambdas.to_cli(lo), lambdas.to_cli(hi)
-
-
 def in_memory(model: BGVAE, metadata: dict[str, str] | None = None) -> LoadedModel:
     """Wrap a model that was built or trained in this process (no file behind it)."""
     return LoadedModel(model.eval(), model_identity(model.state_dict()), cli_lambda_range(model.cfg),
                        dict(metadata or {}))
-
-
-def search_dirs() -> list[Path]:
-    """Where a bare weights file name is looked up: the source checkout, then the install prefix."""
-    return [Path(__file__).resolve().parent.parent / "weights", Path(sys.prefix) / "share" / "bgcodec" / "weights"]
-
-
-def resolve(spec: str | None) -> str:
-    """Turn a --weights value (None = default) into a path or a ``random:`` spec."""
-    spec = spec or os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS
-    if spec.startswith("random:") or os.sep in spec or os.path.exists(spec):
-        return spec
-    for folder in search_dirs():
-        if (folder / spec).is_file():
-            return str(folder / spec)
-    return spec
 
 
 def load_model(spec: str | None = None) -> LoadedModel:
@@ -132,34 +101,7 @@ def state_differences(target: dict[str, torch.Tensor], source: dict[str, torch.T
 
 def _load_file(path: str) -> LoadedModel:
     model, state, metadata = build_from_file(path, BGVAE)
-    return LoadedModel(model.eval(), model_identity(state), _lambda_range(path, metadata), metadata)
-
-
-def lambda_range(spec: str | None = None) -> tuple[float, float]:
-    """The λ range (CLI convention) of the weights a spec names, from the file's metadata
-    alone: no model is built, so a wrong λ is refused at once."""
-    spec = resolve(spec)
-    if spec.startswith("random:"):
-        name = spec.split(":")[1]
-        if name not in CONFIGS:
-            raise WeightsError(f"{spec}: expected random:CONFIG[:SEED] with CONFIG in {sorted(CONFIGS)}")
-        return cli_lambda_range(CONFIGS[name])
-    if not os.path.isfile(spec):
-        raise WeightsError(f"{spec}: weights file not found")
-    try:
-        with safe_open(spec, framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"{spec}: not a safetensors weights file ({e})") from None
-    return _lambda_range(spec, metadata)
-
-
-def _lambda_range(path: str, metadata: dict[str, str]) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in json.loads(metadata["lambda_range"]))
-    except (KeyError, ValueError, TypeError) as e:
-        raise WeightsError(f"{path}: weights metadata lacks a valid lambda_range ({e})") from None
-    return lo, hi
+    return LoadedModel(model.eval(), model_identity(state), declared_lambda_range(path, metadata), metadata)
 
 
 def load_bound_model(path: str) -> BoundVAE:

@@ -202,7 +202,7 @@ def _lambda_for(ctx: click.Context, lmbda: float | None, quality: float, weights
     """The λ to code with, checked against the weights' range before any model is built
     (a value outside it is a usage error)."""
     from ..lambdas import check_in_range, quality_to_lambda
-    from ..weights import lambda_range
+    from ..config import lambda_range
 
     try:
         cli_range = lambda_range(weights)

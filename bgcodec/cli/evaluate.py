@@ -50,7 +50,8 @@ def bound(ctx, bound_weights, dataset, weights, lambdas, limit, no_codec, out):
     from ..imageio import find_images, load_image
     from ..eval.plots import write_bound_plot
     from ..train.curves import bound_curve, bound_table, codec_curve
-    from ..weights import cli_lambda_range, load_bound_model, load_model
+    from ..config import cli_lambda_range
+    from ..weights import load_bound_model, load_model
 
     try:
         teacher = load_bound_model(bound_weights)

@@ -175,7 +175,7 @@ class _Notes:
 def _load_bgcodec(options: EvalOptions) -> BgcodecCodec:
     """The model as ``bgcodec encode`` loads it, with the λ values checked against its range."""
     from bgcodec.codec import Codec
-    from bgcodec.weights import resolve
+    from ..config import resolve
 
     weights_spec = resolve(options.weights)
     codec = Codec.load(options.weights, device=options.device)
