@@ -23,19 +23,19 @@ __version__ = "0.2.0"
 
 __all__ = ["__version__", "compress", "decompress"]
 
-_codecs: dict[str | None, "Codec"] = {}
+_codecs: dict[tuple[str | None, str], "Codec"] = {}
 _codecs_lock = threading.Lock()
 
 
-def _codec(weights: str | os.PathLike | None) -> "Codec":
-    """The loaded Codec for a weights spec (None = shipped default), loaded once per process."""
-    key = None if weights is None else os.path.abspath(os.fspath(weights))
+def _codec(weights: str | os.PathLike | None, device: str = "auto") -> "Codec":
+    """The loaded Codec for a weights spec (None = shipped default) and device, loaded once per process."""
+    key = (None if weights is None else os.path.abspath(os.fspath(weights)), device)
     with _codecs_lock:
         codec = _codecs.get(key)
         if codec is None:
             from bgcodec.codec import Codec
 
-            codec = _codecs[key] = Codec.load(key)
+            codec = _codecs[key] = Codec.load(key[0], device=device)
         return codec
 
 
@@ -78,6 +78,7 @@ def compress(
     effort: int = 0,
     synthesis: str = "full",
     weights: str | os.PathLike | None = None,
+    device: str = "auto",
 ) -> bytes:
     """Compress an image to ``.bgv`` bytes.
 
@@ -87,7 +88,7 @@ def compress(
     kept). Give either ``lmbda`` (CompressAI convention, within the weights' range) or
     ``quality`` (1..100); neither means ``lambdas.DEFAULT_QUALITY``. ``effort`` and
     ``synthesis`` are those of ``bgcodec encode``; ``weights`` selects a weights file
-    (None: the shipped default).
+    (None: the shipped default) and ``device`` where the model runs (auto, cpu, cuda).
 
     Raises TypeError or ValueError for arguments of the wrong kind, and
     :class:`bgcodec.errors.BgcodecError` subclasses for unreadable images, out-of-range λ
@@ -98,7 +99,7 @@ def compress(
     _real(lmbda, "lmbda")
     _real(quality, "quality")
     array = _as_array(image)
-    codec = _codec(weights)
+    codec = _codec(weights, device)
     if lmbda is None:
         from bgcodec.lambdas import DEFAULT_QUALITY, quality_to_lambda
 
@@ -106,7 +107,7 @@ def compress(
     return codec.encode(array, lmbda, effort=effort, synthesis=synthesis)
 
 
-def decompress(data: Any, *, weights: str | os.PathLike | None = None):
+def decompress(data: Any, *, weights: str | os.PathLike | None = None, device: str = "auto"):
     """Decompress a ``.bgv`` file to a ``PIL.Image.Image`` (mode L, LA, RGB or RGBA, as encoded).
 
     ``data`` is the file's bytes, its path, or a file object. ``weights`` must be the
@@ -131,6 +132,6 @@ def decompress(data: Any, *, weights: str | os.PathLike | None = None):
     else:
         raise TypeError(f"decompress() takes the bytes, the path or a file object of a .bgv file, "
                         f"not {type(data).__name__}")
-    planes = _codec(weights).decode(bytes(data), name)
+    planes = _codec(weights, device).decode(bytes(data), name)
     mode = ("L", "LA", "RGB", "RGBA")[planes.shape[2] - 1]
     return Image.fromarray(planes[..., 0] if mode == "L" else planes, mode)

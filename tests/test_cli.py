@@ -336,6 +336,14 @@ def test_a_file_that_is_not_bgv_fails_before_the_model_loads(runner, tmp_path, m
                                                                       "(bad magic)"]
 
 
+def test_a_relative_output_folder_is_made(runner, tmp_path, lam, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_png(tmp_path / "a.png")
+    result = run(runner, "encode", "a.png", "-l", lam, "-o", "new/deeper/")
+    assert result.exit_code == 0, result.stderr
+    assert listing(tmp_path / "new" / "deeper") == {"a.bgv"}
+
+
 def test_an_output_folder_that_does_not_exist_fails_before_the_work(runner, tmp_path, lam, monkeypatch):
     from bgcodec.codec import Codec
 
@@ -508,7 +516,7 @@ def test_info_json(runner, bgv, tmp_path):
 
 
 def test_api_round_trip(tmp_path, codec, lam, monkeypatch):
-    monkeypatch.setitem(bgcodec._codecs, None, codec)  # reuse the loaded model
+    monkeypatch.setitem(bgcodec._codecs, (None, "auto"), codec)  # reuse the loaded model
     array = np.random.default_rng(4).integers(0, 256, (20, 28, 3), dtype=np.uint8)
     data = bgcodec.compress(array, float(lam))
     assert isinstance(data, bytes)
@@ -527,7 +535,7 @@ def test_api_round_trip(tmp_path, codec, lam, monkeypatch):
 def test_api_takes_what_users_pass_and_words_its_errors_for_python(tmp_path, codec, lam, monkeypatch):
     from PIL import ImageOps
 
-    monkeypatch.setitem(bgcodec._codecs, None, codec)
+    monkeypatch.setitem(bgcodec._codecs, (None, "auto"), codec)
     path = write_png(tmp_path / "p.png", 40, 56)
     data = bgcodec.compress(path, float(lam))
     (tmp_path / "p.bgv").write_bytes(data)

@@ -104,8 +104,8 @@ def check_output(job: Job, force: bool) -> None:
     if not force and os.path.lexists(job.dest):
         raise OutputExists(f"{job.dest} exists (use --force to overwrite)")
     folder = os.path.dirname(job.dest) or "."
-    while job.make_parent and not os.path.exists(folder) and os.path.dirname(folder) not in ("", folder):
-        folder = os.path.dirname(folder)  # the nearest folder that exists will hold the new ones
+    while job.make_parent and not os.path.exists(folder) and (os.path.dirname(folder) or ".") != folder:
+        folder = os.path.dirname(folder) or "."  # the nearest folder that exists will hold the new ones
     if not os.path.isdir(folder):
         raise BgcodecError(f"{job.dest}: cannot write ({folder} is not a folder)")
     if not os.access(folder, os.W_OK):

@@ -119,8 +119,14 @@ max_pixels_option = click.option(
     metavar="1..100",
     help="Quality, mapped log-linearly onto the weights' lambda range: 1 = the smallest file, 100 = the "
     "best quality these weights reach (not lossless).  "
-    f"Default: {DEFAULT_QUALITY:g} when -l is not given.",
+    f"Default: {DEFAULT_QUALITY:g} when no -l or --target-* is given.",
 )
+@click.option("--target-size", type=click.IntRange(min=1), metavar="BYTES",
+              help="Search lambda for the largest file of at most BYTES (within 1 %, as cwebp -size does).")
+@click.option("--target-bpp", type=click.FloatRange(min=0, min_open=True), metavar="BPP",
+              help="Search lambda for the largest file of at most BPP bits per pixel.")
+@click.option("--target-psnr", type=click.FloatRange(min=0, min_open=True), metavar="DB",
+              help="Search lambda for the smallest file whose decoded image reaches DB dB PSNR.")
 @output_options(".bgv", "file")
 @coding_weights_option
 @device_option()
@@ -153,8 +159,8 @@ max_pixels_option = click.option(
 )
 @max_pixels_option
 @click.pass_context
-def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, verbose, drop_alpha, synthesis, effort,
-           max_pixels):
+def encode(ctx, inputs, output, lmbda, quality, target_size, target_bpp, target_psnr, device, weights, force, quiet,
+           verbose, drop_alpha, synthesis, effort, max_pixels):
     """Compress images (PNG, JPEG, WebP, TIFF, ... or '-' for stdin) to .bgv files.
 
     Grayscale images stay gray and an alpha channel is kept losslessly; palette,
@@ -162,13 +168,10 @@ def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, v
     orientation is applied. Images so small that storing their pixels
     losslessly takes fewer bytes are stored so.
     """
-    if lmbda is not None and quality is not None:
-        raise click.UsageError("-l/--lambda and -q/--quality are mutually exclusive.", ctx)
-    if lmbda is None and quality is None:
-        quality = DEFAULT_QUALITY
+    target = _target(ctx, lmbda, quality, target_size, target_bpp, target_psnr)
     jobs = plan(ctx, inputs, output, ".bgv")
     check_device(ctx, device)
-    lmbda = _lambda_for(ctx, lmbda, quality, weights)
+    lmbda = None if target else _lambda_for(ctx, lmbda, DEFAULT_QUALITY if quality is None else quality, weights)
     holder = CodecHolder(weights, device.lower())
 
     def process(job: Job, reporter: Reporter) -> None:
@@ -183,7 +186,7 @@ def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, v
             reporter.note(job.name, note)
         started = time.perf_counter()
         try:
-            bits = _encode_with_progress(holder.get(), image, lmbda, synthesis, effort, reporter, job.name)
+            bits, chosen = _encode_one(holder.get(), image, lmbda, target, synthesis, effort, reporter, job.name)
         except BgcodecError as exc:
             message = one_line(exc)
             if not message.startswith(job.name + ":"):
@@ -192,7 +195,7 @@ def encode(ctx, inputs, output, lmbda, quality, device, weights, force, quiet, v
         seconds = time.perf_counter() - started
         write_output(job, lambda f: f.write(bits), force)
         height, width = image.shape[:2]
-        reporter.info(f"{job.name} -> {job.dest_name}: {width}x{height}, lambda {lmbda:.4g}, {len(bits):,} bytes, "
+        reporter.info(f"{job.name} -> {job.dest_name}: {width}x{height}, lambda {chosen:.4g}, {len(bits):,} bytes, "
                       f"{8 * len(bits) / (width * height):.3f} bpp" + (f", {seconds:.2f} s" if verbose else ""))
 
     run_batch(ctx, jobs, process, Reporter(quiet), "encoded", "Encoding")
@@ -216,6 +219,37 @@ def _lambda_for(ctx: click.Context, lmbda: float | None, quality: float, weights
     except BgcodecError as exc:
         raise click.BadParameter(one_line(exc), ctx, param_hint="-l/--lambda") from None
     return lmbda
+
+
+def _target(ctx: click.Context, lmbda: float | None, quality: float | None, size: int | None, bpp: float | None,
+            psnr: float | None):
+    """The --target-* given, or None; at most one way of choosing λ is a usage rule."""
+    from ..targets import Target
+
+    given = {"-l/--lambda": lmbda, "-q/--quality": quality, "--target-size": size, "--target-bpp": bpp,
+             "--target-psnr": psnr}
+    chosen = [name for name, value in given.items() if value is not None]
+    if len(chosen) > 1:
+        raise click.UsageError(f"{' and '.join(chosen)} are mutually exclusive.", ctx)
+    for kind, value in (("size", size), ("bpp", bpp), ("psnr", psnr)):
+        if value is not None:
+            return Target(kind, float(value))
+    return None
+
+
+def _encode_one(codec, image, lmbda: float | None, target, synthesis: str, effort: int, reporter: Reporter,
+                name: str) -> tuple[bytes, float]:
+    """The file's bytes and its λ: at the given λ, or the λ that a search for ``target`` chose."""
+    if target is None:
+        return _encode_with_progress(codec, image, lmbda, synthesis, effort, reporter, name), lmbda
+    from ..targets import encode_to_target
+
+    hit = encode_to_target(codec, image, target, synthesis=synthesis, effort=effort)
+    if not hit.met:
+        unit = {"size": "bytes", "bpp": "bpp", "psnr": "dB"}[target.kind]
+        reporter.note(name, f"the {target.kind} target of {target.value:g} {unit} is out of reach of these weights; "
+                            f"wrote the closest file, at lambda {hit.lmbda:.4g}")
+    return hit.data, hit.lmbda
 
 
 def _encode_with_progress(codec, image, lmbda: float, synthesis: str, effort: int, reporter: Reporter,
