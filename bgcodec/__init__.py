@@ -39,26 +39,31 @@ def _codec(weights: str | os.PathLike | None, device: str = "auto") -> "Codec":
         return codec
 
 
-def _as_array(image: Any):
-    """What compress() accepts, as the planes the codec takes (the CLI's conversions)."""
+def _as_planes(image: Any) -> tuple[Any, dict[str, bytes]]:
+    """What compress() accepts, as the planes the codec takes (the CLI's conversions) and the
+    image's metadata (imageio.read_metadata; none for arrays)."""
     import numpy as np
     from PIL import Image
 
     from bgcodec import imageio
 
     if isinstance(image, Image.Image):
-        return imageio.from_pil(image, keep_planes=True)[0]
-    if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
-        return imageio.load_image(image, keep_planes=True)[0]
+        return imageio.from_pil(image, keep_planes=True)[0], imageio.read_metadata(image)
+    name = "<input>"
     if hasattr(image, "read"):
-        return imageio.load_image(image.read(), keep_planes=True, name=str(getattr(image, "name", "<file>")))[0]
+        name, image = str(getattr(image, "name", "<file>")), image.read()
+    elif isinstance(image, (str, os.PathLike)):
+        name, image = os.fspath(image), _read(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+        return imageio.load_image(data, keep_planes=True, name=name)[0], imageio.read_metadata(data)
     if isinstance(image, np.ndarray) or hasattr(image, "__array_interface__"):
         array = np.asarray(image)
         planes = array[..., None] if array.ndim == 2 else array
         if planes.ndim != 3 or planes.shape[2] not in (1, 2, 3, 4) or array.dtype != np.uint8:
             raise ValueError(f"expected an HxW or HxWxC uint8 array with C = 1..4 (gray, gray + alpha, RGB, "
                              f"RGBA), got {array.dtype} {array.shape}")
-        return np.array(planes, order="C")  # a private, writable copy
+        return np.array(planes, order="C"), {}  # a private, writable copy
     raise TypeError(f"compress() takes a path, the bytes or a file object of an image file, a PIL image or a "
                     f"uint8 array, not {type(image).__name__}")
 
@@ -79,6 +84,7 @@ def compress(
     synthesis: str = "full",
     weights: str | os.PathLike | None = None,
     device: str = "auto",
+    strip: bool = False,
 ) -> bytes:
     """Compress an image to ``.bgv`` bytes.
 
@@ -88,7 +94,8 @@ def compress(
     kept). Give either ``lmbda`` (CompressAI convention, within the weights' range) or
     ``quality`` (1..100); neither means ``lambdas.DEFAULT_QUALITY``. ``effort`` and
     ``synthesis`` are those of ``bgcodec encode``; ``weights`` selects a weights file
-    (None: the shipped default) and ``device`` where the model runs (auto, cpu, cuda).
+    (None: the shipped default) and ``device`` where the model runs (auto, cpu, cuda). The
+    colour profile, EXIF and XMP of files and PIL images are kept unless ``strip``.
 
     Raises TypeError or ValueError for arguments of the wrong kind, and
     :class:`bgcodec.errors.BgcodecError` subclasses for unreadable images, out-of-range λ
@@ -98,13 +105,13 @@ def compress(
         raise ValueError("give lmbda or quality, not both")
     _real(lmbda, "lmbda")
     _real(quality, "quality")
-    array = _as_array(image)
+    array, metadata = _as_planes(image)
     codec = _codec(weights, device)
     if lmbda is None:
         from bgcodec.lambdas import DEFAULT_QUALITY, quality_to_lambda
 
         lmbda = quality_to_lambda(DEFAULT_QUALITY if quality is None else quality, codec.lambda_range)
-    return codec.encode(array, lmbda, effort=effort, synthesis=synthesis)
+    return codec.encode(array, lmbda, effort=effort, synthesis=synthesis, metadata={} if strip else metadata)
 
 
 def decompress(data: Any, *, weights: str | os.PathLike | None = None, device: str = "auto"):
@@ -117,14 +124,7 @@ def decompress(data: Any, *, weights: str | os.PathLike | None = None, device: s
     from PIL import Image
 
     if isinstance(data, (str, os.PathLike)):
-        name = os.fspath(data)
-        try:
-            with open(data, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            from bgcodec.errors import BgcodecError
-
-            raise BgcodecError(f"{name}: cannot read ({exc.strerror})") from None
+        name, data = os.fspath(data), _read(data)
     elif hasattr(data, "read"):
         name, data = str(getattr(data, "name", "<file>")), data.read()
     elif isinstance(data, (bytes, bytearray, memoryview)):
@@ -132,6 +132,26 @@ def decompress(data: Any, *, weights: str | os.PathLike | None = None, device: s
     else:
         raise TypeError(f"decompress() takes the bytes, the path or a file object of a .bgv file, "
                         f"not {type(data).__name__}")
+    from bgcodec import container
+
     planes = _codec(weights, device).decode(bytes(data), name)
     mode = ("L", "LA", "RGB", "RGBA")[planes.shape[2] - 1]
-    return Image.fromarray(planes[..., 0] if mode == "L" else planes, mode)
+    image = Image.fromarray(planes[..., 0] if mode == "L" else planes, mode)
+    image.info.update(_pil_info(container.unpack(bytes(data), name)[0]))
+    return image
+
+
+def _read(path: str | os.PathLike) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        from bgcodec.errors import BgcodecError
+
+        raise BgcodecError(f"{os.fspath(path)}: cannot read ({exc.strerror})") from None
+
+
+def _pil_info(header: Any) -> dict[str, bytes]:
+    """A .bgv header's metadata under the ``info`` keys Pillow's writers use."""
+    keys = {"icc": "icc_profile", "exif": "exif", "xmp": "xmp"}
+    return {key: getattr(header, field) for field, key in keys.items() if getattr(header, field) is not None}

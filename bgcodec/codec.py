@@ -160,13 +160,14 @@ class Codec:
     @torch.no_grad()
     def encode(self, image: np.ndarray, lmbda: float, *, depth: int | None = None, synthesis: str = "full",
                effort: int = 0, progress: Progress = no_progress, lossless_fallback: bool = True,
-               return_reconstruction: bool = False):
+               metadata: dict[str, bytes] | None = None, return_reconstruction: bool = False):
         """Compress an image at λ (CLI convention) into .bgv bytes.
 
         ``image`` is HxW or HxWxC uint8 with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4
         (RGBA): the model codes the colours, the alpha plane is kept losslessly, and a gray
         image decodes gray. With ``lossless_fallback`` an image that takes fewer bytes stored
-        losslessly (tiny images, strips) is stored so.
+        losslessly (tiny images, strips) is stored so. ``metadata`` ("icc", "exif", "xmp"
+        bytes, see imageio.read_metadata) is carried in the file as it is.
         ``depth`` keeps only the first latents (the rest decode to their prior means).
         ``synthesis`` ("full" or "shallow") is recorded as the file's default decoder.
         ``effort`` > 0 refines the latents with SGA for that synthesis
@@ -179,7 +180,8 @@ class Codec:
         _check_synthesis(synthesis)
         _check_effort(effort, *rgb.shape[:2])
         header, streams, h = self._code_colours(rgb, lmbda_model, depth, synthesis, effort, progress)
-        header = dataclasses.replace(header, gray=gray, alpha=None if alpha is None else alpha.tobytes())
+        header = dataclasses.replace(header, gray=gray, alpha=None if alpha is None else alpha.tobytes(),
+                                     **(metadata or {}))
         data = container.pack(header, streams)
         if lossless_fallback:
             planes = join_planes(rgb, alpha, gray)

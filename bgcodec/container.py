@@ -66,6 +66,11 @@ PART_ALPHA = 2
 """A lossless alpha plane: H×W bytes."""
 PART_PIXELS = 3
 """The whole image, lossless: H×W×C bytes (C = 1..4: gray, gray+alpha, RGB, RGBA); no streams."""
+PART_ICC, PART_EXIF, PART_XMP = 4, 5, 6
+"""The source's colour profile, EXIF block (orientation 1) and XMP packet, as they were."""
+METADATA_PARTS = {PART_ICC: "icc", PART_EXIF: "exif", PART_XMP: "xmp"}
+MAX_METADATA_BYTES = 16 * 2**20
+"""Largest inflated metadata part a reader accepts."""
 _STORED, _DEFLATED = 0, 1
 
 _FLAG_DEPTH_MASK = 0x0F
@@ -99,10 +104,15 @@ class Header:
     """The whole image, H×W×``channels`` bytes, when it is stored losslessly (version 3)."""
     channels: int = 3
     """The channels of ``pixels`` (1 gray, 2 gray + alpha, 3 RGB, 4 RGBA)."""
+    icc: bytes | None = None
+    exif: bytes | None = None
+    xmp: bytes | None = None
+    """Metadata of the source image (version 3)."""
 
     @property
     def version(self) -> int:
-        return FORMAT_VERSION if self.gray or self.alpha is not None or self.pixels is not None else PLAIN_VERSION
+        parts = (self.alpha, self.pixels, self.icc, self.exif, self.xmp)
+        return FORMAT_VERSION if self.gray or any(p is not None for p in parts) else PLAIN_VERSION
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_id, (bytes, bytearray)) or len(self.model_id) != 4:
@@ -198,6 +208,9 @@ def _parts(header: Header) -> bytes:
         parts.append((PART_ALPHA, _plane(header.alpha)))
     if header.pixels is not None:
         parts.append((PART_PIXELS, bytes([header.channels]) + _plane(header.pixels)))
+    for kind, field in METADATA_PARTS.items():
+        if getattr(header, field) is not None:
+            parts.append((kind, _plane(getattr(header, field))))
     return _varint(len(parts)) + b"".join(bytes([kind]) + _varint(len(payload)) + payload for kind, payload in parts)
 
 
@@ -344,7 +357,7 @@ def _read_parts(r: _Reader) -> list[tuple[int, bytes]]:
 def _check_parts(r: _Reader, parts: list[tuple[int, bytes]]) -> dict[int, bytes]:
     """The parts by kind, once the file's CRC has matched: known kinds, in order, each once."""
     kinds = [kind for kind, _ in parts]
-    unknown = [kind for kind in kinds if kind not in (PART_GRAY, PART_ALPHA, PART_PIXELS)]
+    unknown = [kind for kind in kinds if kind not in (PART_GRAY, PART_ALPHA, PART_PIXELS, *METADATA_PARTS)]
     if unknown:
         raise r.fail(f"unknown part kind {unknown[0]} (a newer bgcodec wrote it?)")
     if kinds != sorted(set(kinds)):
@@ -367,22 +380,29 @@ def _planes(r: _Reader, parts: dict[int, bytes], pixels: int) -> dict:
         if channels not in (1, 2, 3, 4) or fields["gray"] or "alpha" in fields:
             raise r.fail("bad lossless pixels part")
         fields.update(pixels=_unplane(r, payload[1:], pixels * channels, "lossless pixels"), channels=channels)
+    for kind, field in METADATA_PARTS.items():
+        if kind in parts:
+            fields[field] = _unplane(r, parts[kind], None, f"{field} part")
     return fields
 
 
-def _unplane(r: _Reader, payload: bytes, size: int, what: str) -> bytes:
-    """A stored plane of exactly ``size`` bytes (inflating at most one byte more)."""
+def _unplane(r: _Reader, payload: bytes, size: int | None, what: str) -> bytes:
+    """A stored plane of exactly ``size`` bytes, or of any size up to MAX_METADATA_BYTES when
+    ``size`` is None (inflating at most one byte past the limit)."""
+    limit = MAX_METADATA_BYTES if size is None else size
     method, data = (payload[0], payload[1:]) if payload else (None, b"")
     if method == _DEFLATED:
         inflater = zlib.decompressobj()
         try:
-            data = inflater.decompress(data, size + 1)
+            data = inflater.decompress(data, limit + 1)
         except zlib.error:
             raise r.fail(f"corrupt {what}") from None
     elif method != _STORED:
         raise r.fail(f"unknown storage method of the {what}")
-    if len(data) != size:
+    if size is not None and len(data) != size:
         raise r.fail(f"the {what} holds {len(data)} bytes, the image needs {size}")
+    if len(data) > limit:
+        raise r.fail(f"the {what} is larger than {limit} bytes")
     return data
 
 
@@ -412,6 +432,7 @@ def format_info(header: Header, streams: list[bytes], total_bytes: int) -> dict:
         "index_checksum": f"{header.index_checksum:08x}",
         "pinned_scales": len(header.pins),
         "alpha_bytes": len(_plane(header.alpha)) if header.alpha is not None else 0,
+        **{f"{field}_bytes": len(getattr(header, field) or b"") for field in METADATA_PARTS.values()},
         "header_bytes": head,
         "overhead_bytes": total_bytes - payload,
         "total_bytes": total_bytes,

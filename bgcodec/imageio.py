@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from bgcodec.errors import ImageError, one_line
 from bgcodec.resources import check_memory
@@ -112,6 +112,32 @@ def load_image(
         if img.format == "PNG" and _png_rows_missing(data):
             raise ImageError(f"{name}: truncated image data (the PNG ends before its last row)")
         return _convert_opened(img, name, drop_alpha=drop_alpha, keep_planes=keep_planes)
+
+
+METADATA = ("icc", "exif", "xmp")
+"""What bgcodec keeps of an image file besides its pixels: colour profile, EXIF, XMP."""
+
+
+def read_metadata(source: bytes | Image.Image) -> dict[str, bytes]:
+    """The ICC profile, EXIF block and XMP packet an image file (its bytes, or the opened
+    image) carries, each that is present. EXIF orientation is set to 1, because the pixels
+    are stored upright. Unreadable EXIF is left out."""
+    img = Image.open(io.BytesIO(source)) if isinstance(source, (bytes, bytearray)) else source
+    found: dict[str, bytes] = {}
+    if img.info.get("icc_profile"):
+        found["icc"] = bytes(img.info["icc_profile"])
+    try:
+        exif = img.getexif()
+        if len(exif):
+            if exif.get(0x0112, 1) != 1:
+                exif[0x0112] = 1
+            found["exif"] = exif.tobytes()
+    except Exception:  # malformed EXIF: load_image notes it; nothing to keep
+        pass
+    xmp = img.info.get("xmp")
+    if xmp:
+        found["xmp"] = xmp.encode() if isinstance(xmp, str) else bytes(xmp)
+    return found
 
 
 def _check_size(img: Image.Image, name: str, max_pixels: int | None, memory_per_pixel: int) -> None:
@@ -297,6 +323,32 @@ def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=2)
 
 
+def _metadata_options(fmt: str, metadata: dict[str, bytes]) -> dict:
+    """Pillow's save options that write ``metadata`` in format ``fmt``."""
+    if fmt not in ("PNG", "JPEG", "WEBP", "TIFF"):
+        return {}
+    options: dict = {}
+    if "icc" in metadata:
+        options["icc_profile"] = metadata["icc"]
+    if fmt == "TIFF":  # EXIF tags and XMP (tag 700) go into the TIFF's own directory
+        tags = Image.Exif()
+        if "exif" in metadata:
+            tags.load(metadata["exif"])
+        if "xmp" in metadata:
+            tags[700] = metadata["xmp"]
+        return {**options, "tiffinfo": tags} if len(tags) else options
+    if "exif" in metadata:
+        options["exif"] = metadata["exif"]
+    if "xmp" in metadata:
+        if fmt == "PNG":
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt("XML:com.adobe.xmp", metadata["xmp"].decode("utf-8", "replace"))
+            options["pnginfo"] = info
+        else:
+            options["xmp"] = metadata["xmp"]
+    return options
+
+
 # extension -> (Pillow format, save options).  Only formats that store 8-bit
 # RGB faithfully; lossless where the format can be, otherwise quality 95.
 _SAVE_FORMATS: dict[str, tuple[str, dict]] = {
@@ -355,14 +407,17 @@ def format_for(target: str | os.PathLike | None, format: str | None = None) -> s
 
 
 def save_image(
-    array: np.ndarray, target: str | os.PathLike | BinaryIO, format: str | None = None
+    array: np.ndarray, target: str | os.PathLike | BinaryIO, format: str | None = None,
+    metadata: dict[str, bytes] | None = None,
 ) -> None:
     """Write an HxW or HxWxC ``uint8`` array (C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA) as an image.
 
     ``target`` is a path or a binary file object.  The format comes from
     ``format`` if given, else from the path's extension (png, bmp, tif/tiff,
     webp (lossless), ppm/pnm, jpg/jpeg (quality 95, 4:4:4), tga, qoi,
-    jp2/j2k, avif (quality 95)); PNG when there is neither.  Raises
+    jp2/j2k, avif (quality 95)); PNG when there is neither.  ``metadata``
+    (see read_metadata) is written where the format holds it: ICC and EXIF in
+    PNG, JPEG, WebP and TIFF, XMP in PNG, JPEG, WebP and TIFF.  Raises
     ImageError for an unknown format, alpha in a format without it, or when
     writing fails.
     """
@@ -381,6 +436,6 @@ def save_image(
     if fmt in _WITHOUT_GRAY:
         img = img.convert("RGBA" if mode == "LA" else "RGB" if mode == "L" else mode)
     try:
-        img.save(target, format=fmt, **options)
+        img.save(target, format=fmt, **options, **_metadata_options(fmt, metadata or {}))
     except OSError as exc:
         raise ImageError(f"{name}: cannot write ({exc.strerror or one_line(exc)})") from None

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from PIL import Image, ImageFile
 
-from . import container
+from . import _pil_info, container
 from .lambdas import to_cli
 
 FORMAT = "BGV"
@@ -61,7 +61,7 @@ class BgvImageFile(ImageFile.ImageFile):
         header, _ = container.unpack(data, name)
         self._size = (header.width, header.height)
         self._mode = _mode(header)
-        self.info["lambda"] = to_cli(header.lmbda)
+        self.info.update({"lambda": to_cli(header.lmbda), **_pil_info(header)})
         self.tile = [ImageFile._Tile(FORMAT, (0, 0, header.width, header.height), 0, (name,))]
 
 

@@ -130,6 +130,7 @@ max_pixels_option = click.option(
 @output_options(".bgv", "file")
 @coding_weights_option
 @device_option()
+@click.option("--strip", is_flag=True, help="Leave out the colour profile, EXIF and XMP (default: keep them).")
 @click.option(
     "--drop-alpha",
     is_flag=True,
@@ -160,13 +161,14 @@ max_pixels_option = click.option(
 @max_pixels_option
 @click.pass_context
 def encode(ctx, inputs, output, lmbda, quality, target_size, target_bpp, target_psnr, device, weights, force, quiet,
-           verbose, drop_alpha, synthesis, effort, max_pixels):
+           verbose, strip, drop_alpha, synthesis, effort, max_pixels):
     """Compress images (PNG, JPEG, WebP, TIFF, ... or '-' for stdin) to .bgv files.
 
     Grayscale images stay gray and an alpha channel is kept losslessly; palette,
     CMYK and 16-bit images are converted to 8 bits (with a note); EXIF
-    orientation is applied. Images so small that storing their pixels
-    losslessly takes fewer bytes are stored so.
+    orientation is applied (and the stored orientation reset to 1); the colour
+    profile, EXIF and XMP are kept unless --strip. Images so small that storing
+    their pixels losslessly takes fewer bytes are stored so.
     """
     target = _target(ctx, lmbda, quality, target_size, target_bpp, target_psnr)
     jobs = plan(ctx, inputs, output, ".bgv")
@@ -175,7 +177,7 @@ def encode(ctx, inputs, output, lmbda, quality, target_size, target_bpp, target_
     holder = CodecHolder(weights, device.lower())
 
     def process(job: Job, reporter: Reporter) -> None:
-        from ..imageio import load_image
+        from ..imageio import load_image, read_metadata
         from ..resources import encoding_bytes_per_pixel
 
         check_output(job, force)
@@ -186,7 +188,8 @@ def encode(ctx, inputs, output, lmbda, quality, target_size, target_bpp, target_
             reporter.note(job.name, note)
         started = time.perf_counter()
         try:
-            bits, chosen = _encode_one(holder.get(), image, lmbda, target, synthesis, effort, reporter, job.name)
+            options = {"synthesis": synthesis, "effort": effort, "metadata": {} if strip else read_metadata(data)}
+            bits, chosen = _encode_one(holder.get(), image, lmbda, target, options, reporter, job.name)
         except BgcodecError as exc:
             message = one_line(exc)
             if not message.startswith(job.name + ":"):
@@ -237,14 +240,14 @@ def _target(ctx: click.Context, lmbda: float | None, quality: float | None, size
     return None
 
 
-def _encode_one(codec, image, lmbda: float | None, target, synthesis: str, effort: int, reporter: Reporter,
+def _encode_one(codec, image, lmbda: float | None, target, options: dict, reporter: Reporter,
                 name: str) -> tuple[bytes, float]:
     """The file's bytes and its λ: at the given λ, or the λ that a search for ``target`` chose."""
     if target is None:
-        return _encode_with_progress(codec, image, lmbda, synthesis, effort, reporter, name), lmbda
+        return _encode_with_progress(codec, image, lmbda, options, reporter, name), lmbda
     from ..targets import encode_to_target
 
-    hit = encode_to_target(codec, image, target, synthesis=synthesis, effort=effort)
+    hit = encode_to_target(codec, image, target, **options)
     if not hit.met:
         unit = {"size": "bytes", "bpp": "bpp", "psnr": "dB"}[target.kind]
         reporter.note(name, f"the {target.kind} target of {target.value:g} {unit} is out of reach of these weights; "
@@ -252,13 +255,12 @@ def _encode_one(codec, image, lmbda: float | None, target, synthesis: str, effor
     return hit.data, hit.lmbda
 
 
-def _encode_with_progress(codec, image, lmbda: float, synthesis: str, effort: int, reporter: Reporter,
-                          name: str) -> bytes:
+def _encode_with_progress(codec, image, lmbda: float, options: dict, reporter: Reporter, name: str) -> bytes:
     """Codec.encode, with a progress bar of the SGA iterations when they are shown."""
-    if effort == 0 or not reporter.shows_bars():
-        return codec.encode(image, lmbda, synthesis=synthesis, effort=effort)
+    if options["effort"] == 0 or not reporter.shows_bars():
+        return codec.encode(image, lmbda, **options)
     with ProgressBar(f"{name}: SGA") as bar:
-        return codec.encode(image, lmbda, synthesis=synthesis, effort=effort, progress=bar)
+        return codec.encode(image, lmbda, progress=bar, **options)
 
 
 @click.command(epilog=DECODE_EPILOG, short_help="Decompress .bgv files to images.")
@@ -278,7 +280,7 @@ def _encode_with_progress(codec, image, lmbda: float, synthesis: str, effort: in
 def decode(ctx, inputs, output, device, weights, force, quiet, verbose, synthesis, max_pixels):
     """Decompress .bgv files ('-' for stdin) to PNG or another image format."""
     from .. import container
-    from ..imageio import format_for, save_image
+    from ..imageio import METADATA, format_for, save_image
 
     jobs = plan(ctx, inputs, output, ".png")
     check_device(ctx, device)
@@ -288,11 +290,12 @@ def decode(ctx, inputs, output, device, weights, force, quiet, verbose, synthesi
         fmt = format_for(job.dest)  # an unknown extension fails before any work
         check_output(job, force)
         data = read_input(job)
-        container.unpack(data, job.name)  # a foreign or corrupt file fails before the model loads
+        header, _ = container.unpack(data, job.name)  # a foreign or corrupt file fails before the model loads
         started = time.perf_counter()
         image = holder.get().decode(data, job.name, max_pixels, None if synthesis == "file" else synthesis)
         seconds = time.perf_counter() - started
-        write_output(job, lambda f: save_image(image, f, format=fmt), force)
+        metadata = {field: getattr(header, field) for field in METADATA if getattr(header, field) is not None}
+        write_output(job, lambda f: save_image(image, f, format=fmt, metadata=metadata), force)
         height, width = image.shape[:2]
         reporter.info(f"{job.name} -> {job.dest_name}: {width}x{height}" + (f", {seconds:.2f} s" if verbose else ""))
 
