@@ -22,6 +22,7 @@ Examples:
   bgcodec encode photos/*.png -q 80 -o out/
   cat img.png | bgcodec encode - -l 0.01 -o - > img.bgv
   bgcodec encode img.png -q 80 --synthesis shallow -e 2   # fast decoding, SGA encoding
+  bgcodec encode photos/*.png --target-size 30000 -o out/  # each file at most 30 000 bytes
 
 \b
 Quality 1..100 maps log-linearly onto the lambda range the weights were
@@ -207,8 +208,8 @@ def encode(ctx, inputs, output, lmbda, quality, target_size, target_bpp, target_
 def _lambda_for(ctx: click.Context, lmbda: float | None, quality: float, weights: str | None) -> float:
     """The λ to code with, checked against the weights' range before any model is built
     (a value outside it is a usage error)."""
-    from ..lambdas import check_in_range, quality_to_lambda
     from ..config import lambda_range
+    from ..lambdas import check_in_range, quality_to_lambda
 
     try:
         cli_range = lambda_range(weights)
