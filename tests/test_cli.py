@@ -133,6 +133,25 @@ def test_pipe_through_stdin_and_stdout(tmp_path, lam):
 
 
 @pytest.mark.slow
+def test_a_parallel_batch_writes_the_same_files_and_the_same_errors(tmp_path, lam):
+    for seed in range(3):
+        write_png(tmp_path / f"in{seed}.png", 24, 40, seed=seed)
+    (tmp_path / "broken.png").write_bytes(b"this is not a png")
+    inputs = ["in0.png", "broken.png", "in1.png", "in2.png"]
+    results = {j: bgcodec_process("encode", *inputs, "-l", lam, "-o", f"out{j}/", "-j", str(j), cwd=tmp_path)
+               for j in (1, 2)}
+    for j, result in results.items():
+        assert result.returncode == 1, result.stderr.decode()
+        assert error_lines(result.stderr.decode()) == ["bgcodec: error: broken.png: not an image (cannot identify "
+                                                       "image file)"]
+        assert "encoded 3 of 4 inputs (1 failed)" in result.stderr.decode()
+    for name in ("in0.bgv", "in1.bgv", "in2.bgv"):
+        assert (tmp_path / "out1" / name).read_bytes() == (tmp_path / "out2" / name).read_bytes()
+    result = bgcodec_process("decode", "out2/in0.bgv", "out2/in1.bgv", "-o", "dec/", "-j", "2", cwd=tmp_path)
+    assert result.returncode == 0 and listing(tmp_path / "dec") == {"in0.png", "in1.png"}
+
+
+@pytest.mark.slow
 def test_batch_with_a_bad_input_in_a_process(tmp_path, lam):
     write_png(tmp_path / "one.png", 16, 16, seed=1)
     write_png(tmp_path / "two.png", 24, 32, seed=2)

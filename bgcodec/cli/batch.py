@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -15,7 +16,8 @@ import click
 
 from ..errors import BgcodecError, describe_failure, one_line
 from ..files import OutputExists, write_atomically
-from .common import EXIT_FAILED, EXIT_OK, STDIO, Fatal, ProgressBar, Reporter, run_ends_cleanly
+from .common import (EXIT_FAILED, EXIT_OK, EXIT_TERMINATED, STDIO, Fatal, ProgressBar, Reporter, Terminated,
+                     run_ends_cleanly)
 
 
 @dataclass
@@ -149,56 +151,155 @@ def _write_stdout(write: Callable[[BinaryIO], None]) -> None:
         raise BgcodecError("<stdout>: broken pipe (the reading program exited)") from None
 
 
+_worker_codecs: dict[tuple[str | None, str], object] = {}
+"""The codecs a worker process has loaded, by (weights, device): it loads each once."""
+
+
 class CodecHolder:
-    """Loads the codec on first use, once for all inputs."""
+    """Names the codec a command uses and loads it on first use: once per command, and once
+    per worker process when the batch runs in several (the holder travels pickled)."""
 
     def __init__(self, weights: str | None, device: str) -> None:
-        self.weights = weights
-        self.device = device
+        self.weights, self.device = weights, device
         self._codec = None
 
     def get(self):
         if self._codec is None:
-            # Passive OpenMP workers, read when torch is first imported just below: busy-waiting
-            # ones collapse when other jobs share the cores.
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-            try:
-                import torch
-
-                from ..codec import Codec
-                from ..resources import idle_cores
-
-                if "OMP_NUM_THREADS" not in os.environ:
-                    torch.set_num_threads(idle_cores())  # the result does not depend on it
-                self._codec = Codec.load(self.weights, device=self.device)
-            except BgcodecError as exc:
-                raise Fatal(one_line(exc)) from None
-            except Exception as exc:
-                raise Fatal(f"cannot load the model: {describe_failure(exc)}") from None
+            self._codec = _worker_codecs[(self.weights, self.device)] = self._load()
         return self._codec
 
+    def __getstate__(self) -> tuple[str | None, str]:
+        return self.weights, self.device
 
-def run_batch(ctx: click.Context, jobs: list[Job], process: Callable[[Job, Reporter], None], reporter: Reporter,
-              verb: str, label: str) -> None:
-    """``process`` each job; a failure is one error line and the others go on. Exits with
-    the batch's status, after a summary line when there were several inputs."""
-    failed = 0
+    def __setstate__(self, state: tuple[str | None, str]) -> None:
+        self.weights, self.device = state
+        self._codec = _worker_codecs.get(state)
+
+    def _load(self):
+        # Passive OpenMP workers, read when torch is first imported just below: busy-waiting
+        # ones collapse when other jobs share the cores.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        try:
+            import torch
+
+            from ..codec import Codec
+            from ..resources import idle_cores
+
+            if "OMP_NUM_THREADS" not in os.environ:
+                torch.set_num_threads(max(1, idle_cores() // _workers))  # the result does not depend on it
+            return Codec.load(self.weights, device=self.device)
+        except BgcodecError as exc:
+            raise Fatal(one_line(exc)) from None
+        except Exception as exc:
+            raise Fatal(f"cannot load the model: {describe_failure(exc)}") from None
+
+
+_workers = 1
+"""How many processes share the batch (set in each worker)."""
+
+Task = Callable[[Job, Reporter], None]
+"""What a command does with one input; a picklable object when the batch runs in workers."""
+
+
+def run_batch(ctx: click.Context, jobs: list[Job], task: Task, reporter: Reporter, verb: str, label: str,
+              workers: int = 1) -> None:
+    """``task`` each job, in ``workers`` processes; a failure is one error line and the others
+    go on. Exits with the batch's status, after a summary line when there were several inputs."""
     bar = ProgressBar(label, reporter, shown=len(jobs) > 1 and reporter.shows_bars())
+    parallel = workers > 1 and len(jobs) > 1 and all(job.source != STDIO and job.dest is not None for job in jobs)
     with run_ends_cleanly(ctx, reporter), bar:
-        for done, job in enumerate(jobs):
-            bar(done, len(jobs), job.name)
-            try:
-                if job.error:
-                    raise BgcodecError(job.error)
-                process(job, reporter)
-            except Fatal:
-                raise
-            except Exception as exc:
-                failed += 1
-                reporter.error(describe_failure(exc, job.name))
+        if parallel:
+            failures = _run_in_workers(jobs, task, reporter, bar, min(workers, len(jobs)))
+        else:
+            failures = _run_here(jobs, task, reporter, bar)
         bar(len(jobs), len(jobs), "")
-
     if len(jobs) > 1:
-        tail = f" ({failed} failed)" if failed else ""
-        reporter.summary(f"{verb} {len(jobs) - failed} of {len(jobs)} inputs{tail}")
-    ctx.exit(EXIT_FAILED if failed else EXIT_OK)
+        tail = f" ({failures} failed)" if failures else ""
+        reporter.summary(f"{verb} {len(jobs) - failures} of {len(jobs)} inputs{tail}")
+    ctx.exit(EXIT_FAILED if failures else EXIT_OK)
+
+
+def _run_here(jobs: list[Job], task: Task, reporter: Reporter, bar: ProgressBar) -> int:
+    failures = 0
+    for done, job in enumerate(jobs):
+        bar(done, len(jobs), job.name)
+        error = _attempt(task, job, reporter)
+        if error:
+            failures += 1
+            reporter.error(error)
+    return failures
+
+
+def _run_in_workers(jobs: list[Job], task: Task, reporter: Reporter, bar: ProgressBar, workers: int) -> int:
+    """The jobs spread over worker processes that each load the model once; their notes and
+    statistics go to stderr as they come, errors are counted and printed here."""
+    import concurrent.futures
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    failures = 0
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                                initargs=(workers, reporter.quiet)) as pool:
+        pending = {pool.submit(_work, task, job): job for job in jobs}
+        try:
+            for done, future in enumerate(concurrent.futures.as_completed(pending), 1):
+                fatal, error = future.result()
+                if fatal:
+                    raise Fatal(fatal)
+                if error:
+                    failures += 1
+                    reporter.error(error)
+                bar(done, len(jobs), pending[future].name)
+        except BaseException:  # Ctrl-C, SIGTERM or a fatal error: stop the workers; they remove their temporary files
+            for process in getattr(pool, "_processes", {}).values():
+                process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return failures
+
+
+_worker_reporter: Reporter | None = None
+_in_task = False
+
+
+def _start_worker(workers: int, quiet: bool) -> None:
+    """Ctrl-C is the main process's to handle: it stops the workers with SIGTERM, which ends
+    a task cleanly (its temporary file removed) and an idle worker at once."""
+    global _workers, _worker_reporter
+    _workers, _worker_reporter = workers, Reporter(quiet)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_worker)
+
+
+def _stop_worker(signum: int, frame: object) -> None:
+    if _in_task:
+        raise Terminated()
+    os._exit(EXIT_TERMINATED)
+
+
+def _work(task: Task, job: Job) -> tuple[str | None, str | None]:
+    """In a worker: (the message of an error that stops the run, the job's error line)."""
+    global _in_task
+    _in_task = True
+    try:
+        return None, _attempt(task, job, _worker_reporter)
+    except Fatal as exc:
+        return str(exc), None
+    except Terminated:
+        return "terminated", None
+    finally:
+        _in_task = False
+
+
+def _attempt(task: Task, job: Job, reporter: Reporter) -> str | None:
+    """Run ``task`` on one job; its error line, or None. A Fatal error propagates."""
+    try:
+        if job.error:
+            raise BgcodecError(job.error)
+        task(job, reporter)
+    except Fatal:
+        raise
+    except Exception as exc:
+        return describe_failure(exc, job.name)
+    return None

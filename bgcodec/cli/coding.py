@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 import click
 
@@ -65,6 +66,8 @@ def output_options(ext: str, what: str):
 
     def decorate(f):
         f = click.option("-v", "--verbose", is_flag=True, help="Also print each file's coding time.")(f)
+        f = click.option("-j", "--jobs", "jobs_count", type=click.IntRange(min=1), default=1, show_default=True,
+                         metavar="N", help="Code the inputs in N processes, each loading the model once.")(f)
         f = click.option("--quiet", is_flag=True, help="Print only errors (no notes, statistics, progress bar).")(f)
         f = click.option(
             "-f",
@@ -162,7 +165,7 @@ max_pixels_option = click.option(
 @max_pixels_option
 @click.pass_context
 def encode(ctx, inputs, output, lmbda, quality, target_size, target_bpp, target_psnr, device, weights, force, quiet,
-           verbose, strip, drop_alpha, synthesis, effort, max_pixels):
+           verbose, jobs_count, strip, drop_alpha, synthesis, effort, max_pixels):
     """Compress images (PNG, JPEG, WebP, TIFF, ... or '-' for stdin) to .bgv files.
 
     Grayscale images stay gray and an alpha channel is kept losslessly; palette,
@@ -175,34 +178,52 @@ def encode(ctx, inputs, output, lmbda, quality, target_size, target_bpp, target_
     jobs = plan(ctx, inputs, output, ".bgv")
     check_device(ctx, device)
     lmbda = None if target else _lambda_for(ctx, lmbda, DEFAULT_QUALITY if quality is None else quality, weights)
-    holder = CodecHolder(weights, device.lower())
+    task = _Encode(CodecHolder(weights, device.lower()), lmbda, target, synthesis, effort, strip, drop_alpha,
+                   max_pixels, force, verbose)
+    run_batch(ctx, jobs, task, Reporter(quiet), "encoded", "Encoding", jobs_count)
 
-    def process(job: Job, reporter: Reporter) -> None:
+
+@dataclass(frozen=True)
+class _Encode:
+    """What encode does with one input (picklable, for worker processes)."""
+
+    holder: CodecHolder
+    lmbda: float | None
+    target: object
+    synthesis: str
+    effort: int
+    strip: bool
+    drop_alpha: bool
+    max_pixels: int
+    force: bool
+    verbose: bool
+
+    def __call__(self, job: Job, reporter: Reporter) -> None:
         from ..imageio import load_image, read_metadata
         from ..resources import encoding_bytes_per_pixel
 
-        check_output(job, force)
+        check_output(job, self.force)
         data = read_input(job)
-        image, notes = load_image(data, drop_alpha=drop_alpha, keep_planes=True, max_pixels=max_pixels,
-                                  memory_per_pixel=encoding_bytes_per_pixel(effort), name=job.name)
+        image, notes = load_image(data, drop_alpha=self.drop_alpha, keep_planes=True, max_pixels=self.max_pixels,
+                                  memory_per_pixel=encoding_bytes_per_pixel(self.effort), name=job.name)
         for note in notes:
             reporter.note(job.name, note)
+        options = {"synthesis": self.synthesis, "effort": self.effort,
+                   "metadata": {} if self.strip else read_metadata(data)}
         started = time.perf_counter()
         try:
-            options = {"synthesis": synthesis, "effort": effort, "metadata": {} if strip else read_metadata(data)}
-            bits, chosen = _encode_one(holder.get(), image, lmbda, target, options, reporter, job.name)
+            bits, chosen = _encode_one(self.holder.get(), image, self.lmbda, self.target, options, reporter, job.name)
         except BgcodecError as exc:
             message = one_line(exc)
             if not message.startswith(job.name + ":"):
                 message = f"{job.name}: {message}"
             raise BgcodecError(message) from None
         seconds = time.perf_counter() - started
-        write_output(job, lambda f: f.write(bits), force)
+        write_output(job, lambda f: f.write(bits), self.force)
         height, width = image.shape[:2]
         reporter.info(f"{job.name} -> {job.dest_name}: {width}x{height}, lambda {chosen:.4g}, {len(bits):,} bytes, "
-                      f"{8 * len(bits) / (width * height):.3f} bpp" + (f", {seconds:.2f} s" if verbose else ""))
+                      f"{8 * len(bits) / (width * height):.3f} bpp" + (f", {seconds:.2f} s" if self.verbose else ""))
 
-    run_batch(ctx, jobs, process, Reporter(quiet), "encoded", "Encoding")
 
 
 def _lambda_for(ctx: click.Context, lmbda: float | None, quality: float, weights: str | None) -> float:
@@ -278,29 +299,41 @@ def _encode_with_progress(codec, image, lmbda: float, options: dict, reporter: R
 )
 @max_pixels_option
 @click.pass_context
-def decode(ctx, inputs, output, device, weights, force, quiet, verbose, synthesis, max_pixels):
+def decode(ctx, inputs, output, device, weights, force, quiet, verbose, jobs_count, synthesis, max_pixels):
     """Decompress .bgv files ('-' for stdin) to PNG or another image format."""
-    from .. import container
-    from ..imageio import METADATA, format_for, save_image
-
     jobs = plan(ctx, inputs, output, ".png")
     check_device(ctx, device)
-    holder = CodecHolder(weights, device.lower())
+    task = _Decode(CodecHolder(weights, device.lower()), None if synthesis == "file" else synthesis, max_pixels, force,
+                   verbose)
+    run_batch(ctx, jobs, task, Reporter(quiet), "decoded", "Decoding", jobs_count)
 
-    def process(job: Job, reporter: Reporter) -> None:
+
+@dataclass(frozen=True)
+class _Decode:
+    """What decode does with one input (picklable, for worker processes)."""
+
+    holder: CodecHolder
+    synthesis: str | None
+    max_pixels: int
+    force: bool
+    verbose: bool
+
+    def __call__(self, job: Job, reporter: Reporter) -> None:
+        from .. import container
+        from ..imageio import METADATA, format_for, save_image
+
         fmt = format_for(job.dest)  # an unknown extension fails before any work
-        check_output(job, force)
+        check_output(job, self.force)
         data = read_input(job)
         header, _ = container.unpack(data, job.name)  # a foreign or corrupt file fails before the model loads
         started = time.perf_counter()
-        image = holder.get().decode(data, job.name, max_pixels, None if synthesis == "file" else synthesis)
+        image = self.holder.get().decode(data, job.name, self.max_pixels, self.synthesis)
         seconds = time.perf_counter() - started
         metadata = {field: getattr(header, field) for field in METADATA if getattr(header, field) is not None}
-        write_output(job, lambda f: save_image(image, f, format=fmt, metadata=metadata), force)
+        write_output(job, lambda f: save_image(image, f, format=fmt, metadata=metadata), self.force)
         height, width = image.shape[:2]
-        reporter.info(f"{job.name} -> {job.dest_name}: {width}x{height}" + (f", {seconds:.2f} s" if verbose else ""))
+        reporter.info(f"{job.name} -> {job.dest_name}: {width}x{height}" + (f", {seconds:.2f} s" if self.verbose else ""))
 
-    run_batch(ctx, jobs, process, Reporter(quiet), "decoded", "Decoding")
 
 
 @click.command(epilog=INFO_EPILOG, short_help="Show the header of .bgv files.")
