@@ -25,6 +25,7 @@ def photo():
         return np.asarray(im.convert("RGB"))[:128, :192].copy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [1500, 3000])
 def test_a_size_target_is_never_exceeded_and_nearly_reached(codec, photo, size):
     hit = encode_to_target(codec, photo, Target("size", size))
@@ -33,11 +34,13 @@ def test_a_size_target_is_never_exceeded_and_nearly_reached(codec, photo, size):
     assert codec.decode(hit.data).shape == photo.shape
 
 
+@pytest.mark.slow
 def test_a_bpp_target_counts_the_whole_file(codec, photo):
     hit = encode_to_target(codec, photo, Target("bpp", 0.8))
     assert hit.met and 8 * len(hit.data) / (128 * 192) <= 0.8
 
 
+@pytest.mark.slow
 def test_a_psnr_target_is_reached_and_not_overshot(codec, photo):
     hit = encode_to_target(codec, photo, Target("psnr", 30.0))
     assert hit.met and 30.0 <= _psnr(photo, codec.decode(hit.data)) < 30.5
@@ -50,6 +53,7 @@ def test_targets_out_of_reach_say_so_and_give_the_closest_file(codec, photo):
     assert not perfect.met and math.isclose(perfect.lmbda, codec.lambda_range[1])
 
 
+@pytest.mark.slow
 def test_encode_target_size_on_the_command_line(tmp_path, photo):
     Image.fromarray(photo).save(tmp_path / "p.png")
     result = CliRunner().invoke(cli, ["encode", str(tmp_path / "p.png"), "--target-size", "2000", "-o",
