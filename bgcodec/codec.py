@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import container, entropy, lambdas, resources, sga
-from .config import DEVICES, EFFORT_ITERATIONS, EFFORT_MAX_PIXELS
+from .config import DEVICES, EFFORT_ITERATIONS, TILE_SIZE
 from .errors import BgcodecError, FormatError
 from .imageio import DEFAULT_MAX_PIXELS
 from .model import PAD_MULTIPLE, BGVAE
@@ -112,17 +112,36 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _check_effort(effort: int, height: int, width: int) -> None:
+def _check_effort(effort: int) -> None:
     if effort not in EFFORT_ITERATIONS:
         raise BgcodecError(f"effort must be one of {sorted(EFFORT_ITERATIONS)}, got {effort}")
-    if effort and height * width > EFFORT_MAX_PIXELS:
-        raise BgcodecError(f"--effort {effort} is limited to images of {EFFORT_MAX_PIXELS:,} pixels; "
-                           f"this one has {height * width:,}")
+
+
+def _check_tile_size(tile_size: int) -> None:
+    if tile_size <= 0 or tile_size % container.TILE_MULTIPLE:
+        raise BgcodecError(f"tile size must be a positive multiple of {container.TILE_MULTIPLE}, got {tile_size}")
+
+
+def _tile_progress(progress: Progress, tile: int, tiles: int) -> Progress:
+    """The progress of one tile's work as a share of the whole image's."""
+    if tiles == 1:
+        return progress
+    return lambda done, total, label: progress(tile * total + done, tiles * total, f"tile {tile + 1}/{tiles}")
 
 
 def _check_synthesis(synthesis: str) -> None:
     if synthesis not in container.SYNTHESIS_KINDS:
         raise BgcodecError(f"synthesis must be one of {', '.join(container.SYNTHESIS_KINDS)}, got {synthesis!r}")
+
+
+def _lossless(header: container.Header, planes: np.ndarray) -> bytes:
+    """The file of ``header`` with its image stored losslessly instead of learned."""
+    return container.pack(dataclasses.replace(header, pins=(), gray=False, alpha=None, index_checksum=0,
+                                              pixels=planes.tobytes(), channels=planes.shape[2]), [])
+
+
+def _lossless_pixels(header: container.Header) -> np.ndarray:
+    return np.frombuffer(header.pixels, np.uint8).reshape(header.height, header.width, header.channels).copy()
 
 
 class Codec:
@@ -160,14 +179,17 @@ class Codec:
     @torch.no_grad()
     def encode(self, image: np.ndarray, lmbda: float, *, depth: int | None = None, synthesis: str = "full",
                effort: int = 0, progress: Progress = no_progress, lossless_fallback: bool = True,
-               metadata: dict[str, bytes] | None = None, return_reconstruction: bool = False):
+               metadata: dict[str, bytes] | None = None, return_reconstruction: bool = False,
+               tile_size: int = TILE_SIZE):
         """Compress an image at λ (CLI convention) into .bgv bytes.
 
         ``image`` is HxW or HxWxC uint8 with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4
         (RGBA): the model codes the colours, the alpha plane is kept losslessly, and a gray
-        image decodes gray. With ``lossless_fallback`` an image that takes fewer bytes stored
-        losslessly (tiny images, strips) is stored so. ``metadata`` ("icc", "exif", "xmp"
-        bytes, see imageio.read_metadata) is carried in the file as it is.
+        image decodes gray. With ``lossless_fallback`` an image (or tile) that takes fewer
+        bytes stored losslessly (tiny images, strips) is stored so. ``metadata`` ("icc",
+        "exif", "xmp" bytes, see imageio.read_metadata) is carried in the file as it is.
+        An image larger than ``tile_size`` on a side is coded as independent tiles
+        (container.tile_boxes), one at a time, reporting each to ``progress``.
         ``depth`` keeps only the first latents (the rest decode to their prior means).
         ``synthesis`` ("full" or "shallow") is recorded as the file's default decoder.
         ``effort`` > 0 refines the latents with SGA for that synthesis
@@ -178,20 +200,45 @@ class Codec:
         lmbda_model = self.check_lambda(lmbda)
         depth = self._check_depth(depth)
         _check_synthesis(synthesis)
-        _check_effort(effort, *rgb.shape[:2])
-        header, streams, h = self._code_colours(rgb, lmbda_model, depth, synthesis, effort, progress)
-        header = dataclasses.replace(header, gray=gray, alpha=None if alpha is None else alpha.tobytes(),
-                                     **(metadata or {}))
-        data = container.pack(header, streams)
-        if lossless_fallback:
+        _check_effort(effort)
+        _check_tile_size(tile_size)
+        height, width = rgb.shape[:2]
+        boxes = container.tile_boxes(height, width, tile_size)
+        resources.check_memory(width, height, resources.encoding_bytes_per_pixel(effort), "<image>", "encoding",
+                               tile_pixels=boxes[0][2] * boxes[0][3])
+        parts = dict(gray=gray, alpha=None if alpha is None else alpha.tobytes(), **(metadata or {}))
+        if len(boxes) == 1:
+            header, streams, h = self._code_colours(rgb, lmbda_model, depth, synthesis, effort, progress)
+            data = container.pack(dataclasses.replace(header, **parts), streams)
             planes = join_planes(rgb, alpha, gray)
-            lossless = container.pack(dataclasses.replace(header, pins=(), gray=False, alpha=None, index_checksum=0,
-                                                          pixels=planes.tobytes(), channels=planes.shape[2]), [])
-            if len(lossless) < len(data):
-                return (lossless, planes) if return_reconstruction else lossless
-        if not return_reconstruction:
-            return data
-        return data, join_planes(self._synthesize(h, lmbda_model, *rgb.shape[:2], synthesis), alpha, gray)
+            if lossless_fallback:
+                lossless = _lossless(dataclasses.replace(header, **parts), planes)
+                if len(lossless) < len(data):
+                    return (lossless, planes) if return_reconstruction else lossless
+            if not return_reconstruction:
+                return data
+            return data, join_planes(self._synthesize(h, lmbda_model, height, width, synthesis), alpha, gray)
+        reconstruction = np.empty_like(rgb) if return_reconstruction else None
+        tiles = []
+        for number, (top, left, tile_height, tile_width) in enumerate(boxes):
+            tile = np.ascontiguousarray(rgb[top:top + tile_height, left:left + tile_width])
+            tile_progress = _tile_progress(progress, number, len(boxes))
+            header, streams, h = self._code_colours(tile, lmbda_model, depth, synthesis, effort, tile_progress)
+            tiles.append(container.pack(header, streams))
+            lossless = _lossless(header, tile) if lossless_fallback else None
+            if lossless is not None and len(lossless) < len(tiles[-1]):
+                tiles[-1] = lossless
+            elif reconstruction is not None:
+                tile = self._synthesize(h, lmbda_model, tile_height, tile_width, synthesis)
+            if reconstruction is not None:
+                reconstruction[top:top + tile_height, left:left + tile_width] = tile
+            if not effort:
+                progress(number + 1, len(boxes), f"tile {number + 1}/{len(boxes)}")
+        header = container.Header(model_id=self.identity, lmbda=lmbda_model, height=height, width=width,
+                                  synthesis=synthesis, index_checksum=0, tile_size=tile_size, tiles=tuple(tiles),
+                                  **parts)
+        data = container.pack(header, [])
+        return (data, join_planes(reconstruction, alpha, gray)) if return_reconstruction else data
 
     def _check_depth(self, depth: int | None) -> int:
         num_latents = self.model.cfg.num_latents
@@ -204,7 +251,6 @@ class Codec:
                       progress: Progress) -> tuple[container.Header, list[bytes], torch.Tensor]:
         """The header and latent streams of an RGB image, and the synthesis input the decoder will rebuild."""
         height, width = rgb.shape[:2]
-        resources.check_memory(width, height, resources.encoding_bytes_per_pixel(effort), "<image>", "encoding")
         x = image_to_tensor(rgb).to(self.device)
         taps = self.accelerated.analyse(x, self._lambda_tensor(self.accelerated, lmbda_model))
         residuals = self._optimise(x, taps, lmbda_model, effort, synthesis, height, width, progress) if effort else None
@@ -240,12 +286,13 @@ class Codec:
 
     @torch.no_grad()
     def decode(self, data: bytes, name: str = "<input>", max_pixels: int = DEFAULT_MAX_PIXELS,
-               synthesis: str | None = None) -> np.ndarray:
+               synthesis: str | None = None, progress: Progress = no_progress) -> np.ndarray:
         """Decompress .bgv bytes into an HxWxC uint8 image with the channels that were encoded
         (1 gray, 2 gray + alpha, 3 RGB, 4 RGBA); raises FormatError naming ``name``.
 
         Files claiming more than ``max_pixels`` pixels are refused before any work.
         ``synthesis`` overrides the file's recorded synthesis ("full" or "shallow").
+        The tiles of a tiled file are decoded one at a time, each reported to ``progress``.
         """
         if synthesis is not None:
             _check_synthesis(synthesis)
@@ -254,11 +301,31 @@ class Codec:
             raise FormatError(f"{name}: image of {header.width}x{header.height} pixels exceeds the limit of "
                               f"{max_pixels} pixels (see --max-pixels)")
         if header.pixels is not None:  # stored losslessly: no model needed
-            return np.frombuffer(header.pixels, np.uint8).reshape(header.height, header.width, header.channels).copy()
-        resources.check_memory(header.width, header.height, resources.DECODE_BYTES_PER_PIXEL, name, "decoding")
+            return _lossless_pixels(header)
         if header.model_id != self.identity:
             raise FormatError(f"{name}: encoded with model {header.model_id.hex()}, but the loaded weights are "
                               f"{self.identity.hex()} (pass the matching --weights)")
+        boxes = container.tile_boxes(header.height, header.width, header.tile_size or TILE_SIZE)
+        tiled = header.tiles is not None
+        resources.check_memory(header.width, header.height, resources.DECODE_BYTES_PER_PIXEL, name, "decoding",
+                               tile_pixels=boxes[0][2] * boxes[0][3] if tiled else None)
+        if not tiled:
+            rgb = self._decode_colours(header, streams, name, synthesis)
+        else:
+            rgb = np.empty((header.height, header.width, 3), np.uint8)
+            for number, ((top, left, height, width), tile) in enumerate(zip(boxes, header.tiles)):
+                tile_name = f"{name}: tile {number + 1}"
+                tile_header, tile_streams = container.unpack(tile, tile_name)
+                rgb[top:top + height, left:left + width] = (
+                    _lossless_pixels(tile_header) if tile_header.pixels is not None
+                    else self._decode_colours(tile_header, tile_streams, tile_name, synthesis))
+                progress(number + 1, len(boxes), f"tile {number + 1}/{len(boxes)}")
+        alpha = None if header.alpha is None else np.frombuffer(header.alpha, np.uint8).reshape(rgb.shape[:2])
+        return join_planes(rgb, alpha, header.gray)
+
+    def _decode_colours(self, header: container.Header, streams: list[bytes], name: str,
+                        synthesis: str | None) -> np.ndarray:
+        """The RGB image of a learned file's latent streams."""
         depth = len(streams)
         if depth > self.model.cfg.num_latents:
             raise FormatError(f"{name}: file has {depth} latents, the model only {self.model.cfg.num_latents}")
@@ -285,9 +352,7 @@ class Codec:
         if entropy.indices_checksum(indices) != header.index_checksum:
             raise FormatError(f"{name}: the decoder rebuilt different probabilities than the encoder "
                               "(scale-index checksum mismatch); the file is corrupt")
-        rgb = self._synthesize(h, header.lmbda, header.height, header.width, synthesis or header.synthesis)
-        alpha = None if header.alpha is None else np.frombuffer(header.alpha, np.uint8).reshape(rgb.shape[:2])
-        return join_planes(rgb, alpha, header.gray)
+        return self._synthesize(h, header.lmbda, header.height, header.width, synthesis or header.synthesis)
 
     def _synthesize(self, h: torch.Tensor, lmbda_model: float, height: int, width: int, synthesis: str) -> np.ndarray:
         out = self.accelerated.synthesize(h.to(self.device), self._lambda_tensor(self.accelerated, lmbda_model),

@@ -93,9 +93,10 @@ CONFIGS: dict[str, BGVAEConfig] = {
 EFFORT_ITERATIONS = {0: 0, 1: 25, 2: 100, 3: 400}
 """--effort level → SGA iterations (bgcodec.sga); 0 is the plain (amortised) encoder."""
 
-EFFORT_MAX_PIXELS = 4 * 2**20
-"""Largest image for --effort > 0: SGA backpropagates through the top-down path and the
-synthesis and keeps their activations (benchmarks/memory.py --effort 1 measures them)."""
+TILE_SIZE = 1024
+"""The encoder codes an image larger than this on either side as independent tiles of at
+most TILE_SIZE² pixels (bgcodec.container.tile_boxes): memory is bounded by one tile,
+which SGA (2 GiB per megapixel) can still afford, and Kodak-sized photos stay one tile."""
 
 DEVICES = ("auto", "cpu", "cuda")
 """Where the model may run; auto means CUDA when available."""

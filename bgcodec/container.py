@@ -17,9 +17,10 @@ shallow synthesis, bits 5-7 reserved (0).  Varints are unsigned LEB128, canonica
 position) without repeats.
 
 Version 3 adds parts for what a coloured photo without transparency does not need: a
-grayscale mark, a lossless alpha plane, and the whole image stored losslessly (for images
-too small to gain from the learned coder). A file that needs none of them is written as
-version 2, byte for byte as before.
+grayscale mark, a lossless alpha plane, the whole image stored losslessly (for images too
+small to gain from the learned coder), metadata, and tiles (for images larger than a tile:
+each tile a file of its own, so that memory is bounded by the tile). A file that needs
+none of them is written as version 2, byte for byte as before.
 
 Standard library only: ``bgcodec info`` reads files without numpy or torch.
 """
@@ -45,6 +46,7 @@ __all__ = [
     "unpack",
     "header_size",
     "format_info",
+    "tile_boxes",
 ]
 
 MAGIC = b"BGV"
@@ -69,6 +71,11 @@ PART_PIXELS = 3
 PART_ICC, PART_EXIF, PART_XMP = 4, 5, 6
 """The source's colour profile, EXIF block (orientation 1) and XMP packet, as they were."""
 METADATA_PARTS = {PART_ICC: "icc", PART_EXIF: "exif", PART_XMP: "xmp"}
+PART_TILES = 7
+"""The image as tiles (:func:`tile_boxes`): the tile size, then each tile's file; no streams."""
+KNOWN_PARTS = (PART_GRAY, PART_ALPHA, PART_PIXELS, *METADATA_PARTS, PART_TILES)
+TILE_MULTIPLE = 64
+"""Tile sides are multiples of this (the model's padding multiple), so inner tiles need no padding."""
 MAX_METADATA_BYTES = 16 * 2**20
 """Largest inflated metadata part a reader accepts."""
 _STORED, _DEFLATED = 0, 1
@@ -108,10 +115,15 @@ class Header:
     exif: bytes | None = None
     xmp: bytes | None = None
     """Metadata of the source image (version 3)."""
+    tile_size: int = 0
+    tiles: tuple[bytes, ...] | None = None
+    """The files of the tiles of :func:`tile_boxes` (height, width, ``tile_size``), in row
+    order, when the image is tiled (version 3); each is a file without parts or with only
+    a pixels part."""
 
     @property
     def version(self) -> int:
-        parts = (self.alpha, self.pixels, self.icc, self.exif, self.xmp)
+        parts = (self.alpha, self.pixels, self.icc, self.exif, self.xmp, self.tiles)
         return FORMAT_VERSION if self.gray or any(p is not None for p in parts) else PLAIN_VERSION
 
     def __post_init__(self) -> None:
@@ -139,6 +151,30 @@ class Header:
         if self.pixels is not None and (self.channels not in (1, 2, 3, 4) or len(self.pixels) != pixels * self.channels
                                         or self.alpha is not None or self.gray):
             raise ValueError("lossless pixels need 1..4 channels of H×W bytes, and carry gray and alpha themselves")
+        if self.tiles is not None:
+            if self.pixels is not None or self.tile_size % TILE_MULTIPLE or not self.tile_size:
+                raise ValueError(f"tiles need a tile size that is a positive multiple of {TILE_MULTIPLE}, and no "
+                                 "lossless pixels")
+            if len(self.tiles) != len(tile_boxes(self.height, self.width, self.tile_size)):
+                raise ValueError("the number of tiles does not match the image and tile size")
+
+
+def tile_boxes(height: int, width: int, tile_size: int) -> list[tuple[int, int, int, int]]:
+    """The tiles of an image as (top, left, height, width), in row order.
+
+    Each side is cut into the fewest tiles of at most ``tile_size`` (a multiple of
+    TILE_MULTIPLE), all but the last of equal length rounded up to that multiple, so that
+    no thin strip is left over:
+
+    >>> tile_boxes(1100, 900, 1024)
+    [(0, 0, 576, 900), (576, 0, 524, 900)]
+    """
+    def cuts(length: int) -> list[tuple[int, int]]:
+        count = -(-length // tile_size)
+        step = -(-length // (count * TILE_MULTIPLE)) * TILE_MULTIPLE
+        return [(start, min(step, length - start)) for start in range(0, length, step)]
+
+    return [(top, left, h, w) for top, h in cuts(height) for left, w in cuts(width)]
 
 
 def _pins_in_order(pins: tuple[tuple[int, int, int], ...]) -> bool:
@@ -173,9 +209,10 @@ def _f32(x: float) -> bytes:
 
 def _head(header: Header, lengths: list[int]) -> bytes:
     depth = len(lengths)
-    if header.pixels is not None and depth:
-        raise ValueError("a lossless file has no latent streams")
-    if header.pixels is None and not 1 <= depth <= MAX_DEPTH:
+    streamless = header.pixels is not None or header.tiles is not None
+    if streamless and depth:
+        raise ValueError("a lossless or tiled file has no latent streams")
+    if not streamless and not 1 <= depth <= MAX_DEPTH:
         raise ValueError(f"number of latent streams must be in 1..{MAX_DEPTH}, got {depth}")
     lam = _f32(header.lmbda)
     if struct.unpack("<f", lam)[0] <= 0:
@@ -211,6 +248,8 @@ def _parts(header: Header) -> bytes:
     for kind, field in METADATA_PARTS.items():
         if getattr(header, field) is not None:
             parts.append((kind, _plane(getattr(header, field))))
+    if header.tiles is not None:
+        parts.append((PART_TILES, _varint(header.tile_size) + b"".join(_varint(len(t)) + t for t in header.tiles)))
     return _varint(len(parts)) + b"".join(bytes([kind]) + _varint(len(payload)) + payload for kind, payload in parts)
 
 
@@ -315,10 +354,13 @@ def unpack(data: bytes, name: str = "<input>") -> tuple[Header, list[bytes]]:
     if flags & _FLAG_RESERVED:
         raise r.fail(f"reserved flag bits set (flags = 0x{flags:02x})")
     found = _check_parts(r, parts) if version == FORMAT_VERSION else {}
-    if depth == 0 and PART_PIXELS not in found:
+    streamless = [kind for kind in (PART_PIXELS, PART_TILES) if kind in found]
+    if depth == 0 and not streamless:
         raise r.fail("no latent streams (depth 0)")
-    if depth and PART_PIXELS in found:
-        raise r.fail("a lossless file with latent streams")
+    if depth and streamless:
+        raise r.fail(f"a {'lossless' if PART_PIXELS in found else 'tiled'} file with latent streams")
+    if len(streamless) > 1:
+        raise r.fail("a file both lossless and tiled")
     if height == 0 or width == 0:
         raise r.fail(f"zero image size ({width}x{height})")
     if height > MAX_DIM or width > MAX_DIM:
@@ -336,6 +378,8 @@ def unpack(data: bytes, name: str = "<input>") -> tuple[Header, list[bytes]]:
         streams.append(data[pos : pos + n])
         pos += n
     planes = _planes(r, found, height * width)
+    if PART_TILES in found:
+        planes.update(_tiles(r, found[PART_TILES], height, width, model_id, lmbda))
     header = Header(
         model_id=model_id,
         lmbda=float(lmbda),
@@ -357,7 +401,7 @@ def _read_parts(r: _Reader) -> list[tuple[int, bytes]]:
 def _check_parts(r: _Reader, parts: list[tuple[int, bytes]]) -> dict[int, bytes]:
     """The parts by kind, once the file's CRC has matched: known kinds, in order, each once."""
     kinds = [kind for kind, _ in parts]
-    unknown = [kind for kind in kinds if kind not in (PART_GRAY, PART_ALPHA, PART_PIXELS, *METADATA_PARTS)]
+    unknown = [kind for kind in kinds if kind not in KNOWN_PARTS]
     if unknown:
         raise r.fail(f"unknown part kind {unknown[0]} (a newer bgcodec wrote it?)")
     if kinds != sorted(set(kinds)):
@@ -386,6 +430,32 @@ def _planes(r: _Reader, parts: dict[int, bytes], pixels: int) -> dict:
     return fields
 
 
+def _tiles(r: _Reader, payload: bytes, height: int, width: int, model_id: bytes, lmbda: float) -> dict:
+    """The Header fields of a tiles part, each tile's file checked as a whole file: its size
+    the layout's, the image's model and λ, and no parts but lossless pixels."""
+    tiles_reader = _Reader(payload, r.name)
+    tile_size = tiles_reader.varint("tile size")
+    if not tile_size or tile_size % TILE_MULTIPLE:
+        raise r.fail(f"bad tile size {tile_size} (a positive multiple of {TILE_MULTIPLE})")
+    tiles = []
+    for number, (_, _, tile_height, tile_width) in enumerate(tile_boxes(height, width, tile_size), 1):
+        try:
+            data = tiles_reader.take(tiles_reader.varint("tile length"))
+        except FormatError:
+            raise r.fail(f"the tiles part ends before tile {number}") from None
+        tile, _ = unpack(data, f"{r.name}: tile {number}")
+        if (tile.height, tile.width) != (tile_height, tile_width) or tile.model_id != model_id or (
+                tile.lmbda != lmbda):
+            raise r.fail(f"tile {number} does not belong to this image (its size, model or lambda differs)")
+        if tile.version != PLAIN_VERSION and (tile.pixels is None or tile.channels != 3 or tile.icc or tile.exif
+                                              or tile.xmp or tile.tiles is not None):
+            raise r.fail(f"tile {number} has parts of its own")
+        tiles.append(data)
+    if tiles_reader.pos != len(payload):
+        raise r.fail("the tiles part has bytes after the last tile")
+    return {"tile_size": tile_size, "tiles": tuple(tiles)}
+
+
 def _unplane(r: _Reader, payload: bytes, size: int | None, what: str) -> bytes:
     """A stored plane of exactly ``size`` bytes, or of any size up to MAX_METADATA_BYTES when
     ``size`` is None (inflating at most one byte past the limit)."""
@@ -406,6 +476,12 @@ def _unplane(r: _Reader, payload: bytes, size: int | None, what: str) -> bytes:
     return data
 
 
+def _coding(header: Header) -> str:
+    if header.tiles is not None:
+        return "tiled"
+    return "lossless" if header.pixels is not None else "learned"
+
+
 def _channel_names(header: Header) -> str:
     if header.pixels is not None:
         return ("gray", "gray+alpha", "RGB", "RGBA")[header.channels - 1]
@@ -419,7 +495,7 @@ def format_info(header: Header, streams: list[bytes], total_bytes: int) -> dict:
     pixels = header.height * header.width
     return {
         "format_version": header.version,
-        "coding": "lossless" if header.pixels is not None else "learned",
+        "coding": _coding(header),
         "channels": _channel_names(header),
         "model_id": bytes(header.model_id).hex(),
         "lambda_model": header.lmbda,
@@ -431,6 +507,8 @@ def format_info(header: Header, streams: list[bytes], total_bytes: int) -> dict:
         "stream_bytes": [len(s) for s in streams],
         "index_checksum": f"{header.index_checksum:08x}",
         "pinned_scales": len(header.pins),
+        "tiles": 0 if header.tiles is None else len(header.tiles),
+        "tile_size": header.tile_size,
         "alpha_bytes": len(_plane(header.alpha)) if header.alpha is not None else 0,
         **{f"{field}_bytes": len(getattr(header, field) or b"") for field in METADATA_PARTS.values()},
         "header_bytes": head,

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 
+from .config import TILE_SIZE
 from .errors import BgcodecError
 
 ENCODE_BYTES_PER_PIXEL = 200
 DECODE_BYTES_PER_PIXEL = 180
 EFFORT_BYTES_PER_PIXEL = 2048
 """Encoding with --effort > 0: SGA keeps the activations of the top-down path for backpropagation."""
+# The model's figures apply to the pixels coded at once (one tile, bgcodec.config.TILE_SIZE);
+# the image's own bytes to all of them.
 IMAGE_BYTES_PER_PIXEL = 8
 """Reading or writing the image file itself (the decoded pixels and a copy)."""
 
@@ -40,11 +43,20 @@ def available_memory() -> int | None:
         return None
 
 
-def check_memory(width: int, height: int, bytes_per_pixel: int, name: str, what: str) -> None:
+def memory_needed(width: int, height: int, bytes_per_pixel: int, tile_pixels: int | None = None) -> int:
+    """Bytes that coding a width×height image takes, its tiles of ``tile_pixels`` (default:
+    bgcodec.config.TILE_SIZE²) coded one at a time at ``bytes_per_pixel``."""
+    pixels = width * height
+    tile_pixels = TILE_SIZE**2 if tile_pixels is None else tile_pixels
+    return min(pixels, tile_pixels) * bytes_per_pixel + pixels * IMAGE_BYTES_PER_PIXEL
+
+
+def check_memory(width: int, height: int, bytes_per_pixel: int, name: str, what: str,
+                 tile_pixels: int | None = None) -> None:
     """Raise BgcodecError naming ``name`` when ``what`` (e.g. "encoding") a width×height image
-    needs more memory than is available."""
+    needs more memory than is available (see memory_needed)."""
     available = available_memory()
-    needed = width * height * (bytes_per_pixel + IMAGE_BYTES_PER_PIXEL)
+    needed = memory_needed(width, height, bytes_per_pixel, tile_pixels)
     if available is not None and needed > available:
         raise BgcodecError(f"{name}: {what} {width}x{height} pixels needs about {needed / 2**30:.1f} GiB of "
                            f"memory; {available / 2**30:.1f} GiB are available")

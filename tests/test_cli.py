@@ -587,3 +587,15 @@ def test_api_takes_what_users_pass_and_words_its_errors_for_python(tmp_path, cod
 def test_version(runner):
     result = runner.invoke(cli, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"bgcodec {bgcodec.__version__}"
+
+
+def test_an_image_wider_than_a_tile_is_coded_in_tiles(runner, codec, lam, tmp_path):
+    from bgcodec.config import TILE_SIZE
+
+    png = write_png(tmp_path / "wide.png", 40, TILE_SIZE + 76)
+    assert run(runner, "encode", png, "-l", lam).exit_code == 0
+    info = json.loads(run(runner, "info", "--json", tmp_path / "wide.bgv").stdout)
+    assert (info["coding"], info["tiles"], info["tile_size"]) == ("tiled", 2, TILE_SIZE)
+    assert run(runner, "decode", tmp_path / "wide.bgv", "-o", tmp_path / "decoded.png").exit_code == 0
+    decoded = np.asarray(Image.open(tmp_path / "decoded.png"))
+    assert np.array_equal(decoded, codec.decode((tmp_path / "wide.bgv").read_bytes()))

@@ -175,6 +175,69 @@ def test_gray_and_alpha_come_back_as_they_went_in(lively, channels):
     assert lively.decode(lively.encode(colour, LMBDA, lossless_fallback=False)).shape == (70, 90, 3)
 
 
+# -- tiles ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiled_image_and_file(lively):
+    image = np.dstack([smooth_image(150, 100, seed=5), np.full((150, 100), 200, np.uint8)])
+    reports = []
+    data, recon = lively.encode(image, LMBDA, tile_size=64, return_reconstruction=True,
+                                progress=lambda *report: reports.append(report))
+    return image, data, recon, reports
+
+
+def test_a_tiled_file_decodes_to_the_encoders_reconstruction(lively, tiled_image_and_file):
+    image, data, recon, reports = tiled_image_and_file
+    header, streams = container.unpack(data)
+    assert streams == [] and header.tile_size == 64 and len(header.tiles) == 3 * 2
+    assert reports[-1] == (6, 6, "tile 6/6")
+    decode_reports = []
+    decoded = lively.decode(data, progress=lambda *report: decode_reports.append(report))
+    assert decoded.shape == image.shape and np.array_equal(decoded, recon)
+    assert np.array_equal(decoded[..., 3], image[..., 3])
+    assert [done for done, _, _ in decode_reports] == [1, 2, 3, 4, 5, 6]
+
+
+def test_each_tile_is_a_file_of_its_own(lively, tiled_image_and_file):
+    _, data, recon, _ = tiled_image_and_file
+    header, _ = container.unpack(data)
+    for (top, left, height, width), tile in zip(container.tile_boxes(150, 100, 64), header.tiles):
+        assert np.array_equal(lively.decode(tile), recon[top:top + height, left:left + width, :3])
+
+
+def test_an_image_within_one_tile_is_coded_as_before(lively):
+    image = smooth_image(64, 100, seed=2)
+    data = lively.encode(image, LMBDA, tile_size=128)
+    assert data == lively.encode(image, LMBDA, tile_size=1024)
+    assert container.unpack(data)[0].tiles is None
+
+
+def test_tiles_small_enough_are_stored_losslessly(shipped):
+    image = np.concatenate([smooth_image(64, 64, seed=3), random_image(2, 64, seed=3)])  # a tile and a noisy strip
+    data = shipped.encode(image, 0.01, tile_size=64)
+    first, strip = (container.unpack(tile)[0] for tile in container.unpack(data)[0].tiles)
+    assert first.pixels is None and strip.pixels is not None
+    assert np.array_equal(shipped.decode(data)[64:], image[64:])
+
+
+def test_bad_tile_sizes_are_refused(codec):
+    for size in (0, 100, -64):
+        with pytest.raises(BgcodecError, match="tile size"):
+            codec.encode(smooth_image(8, 8), LMBDA, tile_size=size)
+
+
+def test_memory_is_checked_for_one_tile_not_the_whole_image(codec, monkeypatch):
+    from bgcodec import resources
+
+    monkeypatch.setattr(resources, "available_memory", lambda: 130 * 90 * resources.IMAGE_BYTES_PER_PIXEL
+                        + 64 * 64 * resources.ENCODE_BYTES_PER_PIXEL)
+    image = smooth_image(90, 130, seed=4)
+    assert codec.encode(image, LMBDA, tile_size=64)
+    with pytest.raises(BgcodecError, match="needs about"):
+        codec.encode(image, LMBDA, tile_size=128)
+
+
 # -- model identity ----------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import zlib
 
+import numpy as np
 import pytest
 
 from bgcodec import lambdas
@@ -14,10 +15,12 @@ from bgcodec.container import (
     FORMAT_VERSION,
     PLAIN_VERSION,
     MAX_DIM,
+    TILE_MULTIPLE,
     Header,
     format_info,
     header_size,
     pack,
+    tile_boxes,
     unpack,
 )
 from bgcodec.errors import FormatError
@@ -432,3 +435,80 @@ def _varint_bytes(n: int) -> bytes:
         n >>= 7
         if not n:
             return bytes(out)
+
+
+# -- version 3: tiles -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("height,width,tile", [(1, 1, 64), (64, 65, 64), (1100, 900, 1024), (2049, 4097, 1024),
+                                              (300, 200, 128), (5000, 64, 1024)])
+def test_tiles_cover_the_image_once_in_row_order_none_larger_than_the_tile(height, width, tile):
+    boxes = tile_boxes(height, width, tile)
+    covered = np.zeros((height, width), np.int32)
+    for top, left, h, w in boxes:
+        assert 1 <= h <= tile and 1 <= w <= tile
+        covered[top:top + h, left:left + w] += 1
+    assert (covered == 1).all()
+    assert boxes == sorted(boxes)
+    inner = [(top, left) for top, left, _, _ in boxes]
+    assert all(top % TILE_MULTIPLE == 0 and left % TILE_MULTIPLE == 0 for top, left in inner)
+    assert len({top for top, _ in inner}) == -(-height // tile) and len({left for _, left in inner}) == -(-width // tile)
+
+
+def _tile_file(height, width, **kw):
+    fields = dict(model_id=b"QB\x00\xff", lmbda=512.0, height=height, width=width, synthesis="full",
+                  index_checksum=7)
+    fields.update(kw)
+    return pack(Header(**fields), [] if "pixels" in kw else _streams([5, 2], seed=height * width))
+
+
+def _tiled(height=70, width=40, tile_size=64, tiles=None, **kw):
+    if tiles is None:
+        tiles = tuple(_tile_file(h, w) for _, _, h, w in tile_boxes(height, width, tile_size))
+    return _header(height=height, width=width, index_checksum=0, tile_size=tile_size, tiles=tiles, **kw)
+
+
+def test_a_tiled_file_round_trips_with_its_parts_and_tiles():
+    lossless_tile = _tile_file(6, 40, pixels=bytes(6 * 40 * 3), index_checksum=0)
+    header = _tiled(tiles=(_tile_file(64, 40), lossless_tile), alpha=bytes(70 * 40), exif=b"Exif")
+    data = pack(header, [])
+    assert data[3] == FORMAT_VERSION
+    assert unpack(data, NAME) == (header, [])
+    info = format_info(header, [], len(data))
+    assert (info["coding"], info["tiles"], info["tile_size"]) == ("tiled", 2, 64)
+
+
+def _tiles_part(tile_size: int, tiles) -> bytes:
+    payload = _varint_bytes(tile_size) + b"".join(_varint_bytes(len(t)) + t for t in tiles)
+    return b"\x01\x07" + _varint_bytes(len(payload)) + payload
+
+
+def _raw_tiled(tile_size=64, tiles=None) -> bytes:
+    """A 70×40 version-3 file of this raw tiles part (no streams, no pins) and a valid CRC."""
+    tiles = [_tile_file(64, 40), _tile_file(6, 40)] if tiles is None else tiles
+    head = b"BGV" + bytes([FORMAT_VERSION]) + b"QB\x00\xff" + struct.pack("<f", 512.0) + bytes([70, 40, 0, 0])
+    body = head + struct.pack("<I", 0) + _tiles_part(tile_size, tiles)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_the_raw_tiled_file_is_what_pack_writes():
+    assert _raw_tiled() == pack(_tiled(), [])
+
+
+@pytest.mark.parametrize("tile_size,tiles,match", [
+    (0, None, "bad tile size 0"),
+    (96, None, "bad tile size 96"),
+    (64, [_tile_file(64, 40)], "ends before tile 2"),
+    (64, [_tile_file(64, 40), _tile_file(6, 40), b"x"], "bytes after the last tile"),
+    (64, [_tile_file(64, 40), _tile_file(6, 41)], "tile 2 does not belong"),
+    (64, [_tile_file(64, 40), _tile_file(6, 40, lmbda=256.0)], "tile 2 does not belong"),
+    (64, [_tile_file(64, 40), _tile_file(6, 40, alpha=bytes(240))], "tile 2 has parts of its own"),
+    (64, [_tile_file(64, 40), _tile_file(6, 40)[:-1]], "tile 2: truncated"),
+    (128, [_tile_file(70, 40)], None),
+])
+def test_bad_tiles_are_refused(tile_size, tiles, match):
+    data = _raw_tiled(tile_size, tiles)
+    if match is None:
+        assert unpack(data, NAME)[0].tiles == tuple(tiles)
+    else:
+        _fails(data, match)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from bgcodec import codec as codec_module
 from bgcodec import container, sga
 from bgcodec.config import EFFORT_ITERATIONS
 from helpers import encode_latents
@@ -97,11 +96,14 @@ def test_unknown_effort_is_an_error():
         perturbed_codec().encode(random_image(8, 8), LMBDA, effort=7)
 
 
-def test_effort_refuses_images_over_the_memory_limit(monkeypatch):
-    from bgcodec.errors import BgcodecError
-
-    monkeypatch.setattr(codec_module, "EFFORT_MAX_PIXELS", 1000)
+def test_effort_codes_a_tiled_image_tile_by_tile():
     codec = perturbed_codec()
-    with pytest.raises(BgcodecError, match="limited to images of 1,000 pixels"):
-        codec.encode(random_image(40, 40), LMBDA, effort=1)
-    assert codec.encode(random_image(40, 40), LMBDA)  # effort 0 has no such limit
+    image = random_image(70, 40)
+    reports = []
+    data, reconstruction = codec.encode(image, LMBDA, effort=1, tile_size=64, lossless_fallback=False,
+                                        return_reconstruction=True, progress=lambda *report: reports.append(report))
+    assert len(container.unpack(data)[0].tiles) == 2
+    iterations = EFFORT_ITERATIONS[1]
+    assert [done for done, _, _ in reports] == list(range(1, 2 * iterations + 1))
+    assert reports[-1] == (2 * iterations, 2 * iterations, "tile 2/2")
+    assert np.array_equal(codec.decode(data), reconstruction)

@@ -8,13 +8,20 @@ from dataclasses import dataclass
 
 import click
 
-from ..config import EFFORT_ITERATIONS, EFFORT_MAX_PIXELS
-from ..container import SYNTHESIS_KINDS
+from ..config import EFFORT_ITERATIONS, TILE_SIZE
+from ..container import SYNTHESIS_KINDS, tile_boxes
 from ..errors import BgcodecError, describe_failure, one_line
 from ..imageio import DEFAULT_MAX_PIXELS
 from ..lambdas import DEFAULT_QUALITY
+from ..resources import DECODE_BYTES_PER_PIXEL, EFFORT_BYTES_PER_PIXEL, ENCODE_BYTES_PER_PIXEL, IMAGE_BYTES_PER_PIXEL
 from .batch import CodecHolder, Job, check_device, check_output, plan, read_input, run_batch, write_output
 from .common import EXIT_FAILED, EXIT_OK, STDIO, ProgressBar, Reporter, device_option, weights_option
+
+MEMORY_HELP = (
+    f"Memory: images larger than {TILE_SIZE}x{TILE_SIZE} are coded in tiles of that size; encoding takes about "
+    f"{ENCODE_BYTES_PER_PIXEL} MiB per megapixel of a tile ({EFFORT_BYTES_PER_PIXEL} with --effort > 0), "
+    f"decoding {DECODE_BYTES_PER_PIXEL} MiB, plus {IMAGE_BYTES_PER_PIXEL} MiB per megapixel of the image."
+)
 
 ENCODE_EPILOG = """\b
 Examples:
@@ -100,7 +107,8 @@ max_pixels_option = click.option(
     default=DEFAULT_MAX_PIXELS,
     show_default=True,
     metavar="N",
-    help="Refuse images with more than N pixels (checked from the header, before any decoding).",
+    help="Refuse images with more than N pixels (checked from the header, before any decoding), and those "
+    "that need more memory than is available.  " + MEMORY_HELP,
 )
 
 
@@ -159,8 +167,7 @@ max_pixels_option = click.option(
     + ", ".join(f"{n}" for n in list(EFFORT_ITERATIONS.values())[1:])
     + " iterations of SGA latent optimisation for the chosen synthesis, which keeps a result only if it lowers "
     "the rate-distortion cost: smaller files at equal quality, at the price of much slower encoding (see "
-    "docs/BENCHMARKS.md); the decoder is unchanged.  Effort > 0 takes images of up to "
-    f"{EFFORT_MAX_PIXELS / 2**20:g} Mi pixels.",
+    "docs/BENCHMARKS.md); the decoder is unchanged.",
 )
 @max_pixels_option
 @click.pass_context
@@ -278,10 +285,11 @@ def _encode_one(codec, image, lmbda: float | None, target, options: dict, report
 
 
 def _encode_with_progress(codec, image, lmbda: float, options: dict, reporter: Reporter, name: str) -> bytes:
-    """Codec.encode, with a progress bar of the SGA iterations when they are shown."""
-    if options["effort"] == 0 or not reporter.shows_bars():
+    """Codec.encode, with a progress bar of the SGA iterations or the tiles when they are shown."""
+    tiled = len(tile_boxes(*image.shape[:2], TILE_SIZE)) > 1
+    if not (options["effort"] or tiled) or not reporter.shows_bars():
         return codec.encode(image, lmbda, **options)
-    with ProgressBar(f"{name}: SGA") as bar:
+    with ProgressBar(f"{name}: SGA" if options["effort"] else name) as bar:
         return codec.encode(image, lmbda, progress=bar, **options)
 
 
@@ -327,7 +335,8 @@ class _Decode:
         data = read_input(job)
         header, _ = container.unpack(data, job.name)  # a foreign or corrupt file fails before the model loads
         started = time.perf_counter()
-        image = self.holder.get().decode(data, job.name, self.max_pixels, self.synthesis)
+        with ProgressBar(job.name, reporter, shown=header.tiles is not None and reporter.shows_bars()) as bar:
+            image = self.holder.get().decode(data, job.name, self.max_pixels, self.synthesis, progress=bar)
         seconds = time.perf_counter() - started
         metadata = {field: getattr(header, field) for field in METADATA if getattr(header, field) is not None}
         write_output(job, lambda f: save_image(image, f, format=fmt, metadata=metadata), self.force)
