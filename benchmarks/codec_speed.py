@@ -17,6 +17,7 @@ first image. ``--threads`` sets torch's CPU threads (default: torch's own count)
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import statistics
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bgcodec import container, entropy  # noqa: E402
+from bgcodec.imageio import save_image  # noqa: E402
 from bgcodec.codec import PRECISION, Codec, image_to_tensor, tensor_to_image  # noqa: E402
 from bgcodec.model import PAD_MULTIPLE  # noqa: E402
 from bgcodec.eval.system import cpu_model  # noqa: E402
@@ -148,8 +150,10 @@ def breakdown(codec: Codec, image: np.ndarray, lmbda: float, repeat: int) -> lis
         rows.append(("decode: full synthesis: stride-4 blocks", t))
         t, out = median_time(lambda: full.head(x4), repeat)
         rows.append(("decode: full synthesis: ×4 head", t))
-        t, _ = median_time(lambda: tensor_to_image(out, height, width), repeat)
+        t, decoded = median_time(lambda: tensor_to_image(out, height, width), repeat)
         rows.append(("decode: tensor → image", t))
+        t, _ = median_time(lambda: save_image(decoded, io.BytesIO(), format="png"), repeat)
+        rows.append(("decode: PNG writing", t))
         t, _ = median_time(lambda: model.synthesize(h_dec, lm, "shallow"), repeat)
         rows.append(("(instead of the full synthesis: shallow synthesis)", t))
     return rows

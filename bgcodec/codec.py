@@ -28,6 +28,7 @@ from .errors import BgcodecError, FormatError
 from .imageio import DEFAULT_MAX_PIXELS
 from .model import PAD_MULTIPLE, BGVAE
 from .progress import Progress, no_progress
+from .seams import smooth_tile_borders
 from .weights import LoadedModel, load_model
 
 PRECISION = torch.float64
@@ -148,7 +149,9 @@ class Codec:
     """A loaded model plus the devices it runs on. Reuse one instance for many images."""
 
     def __init__(self, loaded: LoadedModel, device: torch.device):
-        self.model: BGVAE = loaded.model.eval().to(PRECISION)
+        self.model: BGVAE = loaded.model.eval()
+        if next(self.model.parameters()).dtype != PRECISION:
+            self.model.to(PRECISION)
         self.identity = loaded.identity
         self.lambda_range = loaded.lambda_range
         self.metadata = loaded.metadata
@@ -164,7 +167,7 @@ class Codec:
 
     @classmethod
     def load(cls, weights: str | None = None, device: str = "auto") -> "Codec":
-        return cls(load_model(weights), pick_device(device))
+        return cls(load_model(weights, PRECISION), pick_device(device))
 
     @staticmethod
     def _lambda_tensor(model: BGVAE, lmbda_model: float) -> torch.Tensor:
@@ -218,27 +221,37 @@ class Codec:
             if not return_reconstruction:
                 return data
             return data, join_planes(self._synthesize(h, lmbda_model, height, width, synthesis), alpha, gray)
-        reconstruction = np.empty_like(rgb) if return_reconstruction else None
-        tiles = []
-        for number, (top, left, tile_height, tile_width) in enumerate(boxes):
-            tile = np.ascontiguousarray(rgb[top:top + tile_height, left:left + tile_width])
-            tile_progress = _tile_progress(progress, number, len(boxes))
-            header, streams, h = self._code_colours(tile, lmbda_model, depth, synthesis, effort, tile_progress)
-            tiles.append(container.pack(header, streams))
-            lossless = _lossless(header, tile) if lossless_fallback else None
-            if lossless is not None and len(lossless) < len(tiles[-1]):
-                tiles[-1] = lossless
-            elif reconstruction is not None:
-                tile = self._synthesize(h, lmbda_model, tile_height, tile_width, synthesis)
-            if reconstruction is not None:
-                reconstruction[top:top + tile_height, left:left + tile_width] = tile
-            if not effort:
-                progress(number + 1, len(boxes), f"tile {number + 1}/{len(boxes)}")
+        tiles, reconstruction = self._code_tiles(rgb, boxes, lmbda_model, depth, synthesis, effort, progress,
+                                                 lossless_fallback, return_reconstruction)
         header = container.Header(model_id=self.identity, lmbda=lmbda_model, height=height, width=width,
                                   synthesis=synthesis, index_checksum=0, tile_size=tile_size, tiles=tuple(tiles),
                                   **parts)
         data = container.pack(header, [])
         return (data, join_planes(reconstruction, alpha, gray)) if return_reconstruction else data
+
+    def _code_tiles(self, rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], lmbda_model: float, depth: int,
+                    synthesis: str, effort: int, progress: Progress, lossless_fallback: bool,
+                    reconstruct: bool) -> tuple[list[bytes], np.ndarray | None]:
+        """The files of an RGB image's tiles, one tile at a time, and (with ``reconstruct``)
+        the image the decoder will produce."""
+        reconstruction = np.empty_like(rgb) if reconstruct else None
+        tiles, learned = [], []
+        for number, (top, left, height, width) in enumerate(boxes):
+            tile = np.ascontiguousarray(rgb[top:top + height, left:left + width])
+            tile_progress = _tile_progress(progress, number, len(boxes))
+            header, streams, h = self._code_colours(tile, lmbda_model, depth, synthesis, effort, tile_progress)
+            tiles.append(container.pack(header, streams))
+            lossless = _lossless(header, tile) if lossless_fallback else None
+            learned.append(lossless is None or len(lossless) >= len(tiles[-1]))
+            if not learned[-1]:
+                tiles[-1] = lossless
+            elif reconstruct:
+                tile = self._synthesize(h, lmbda_model, height, width, synthesis)
+            if reconstruct:
+                reconstruction[top:top + height, left:left + width] = tile
+            if not effort:
+                progress(number + 1, len(boxes), f"tile {number + 1}/{len(boxes)}")
+        return tiles, None if reconstruction is None else smooth_tile_borders(reconstruction, boxes, learned)
 
     def _check_depth(self, depth: int | None) -> int:
         num_latents = self.model.cfg.num_latents
@@ -313,13 +326,16 @@ class Codec:
             rgb = self._decode_colours(header, streams, name, synthesis)
         else:
             rgb = np.empty((header.height, header.width, 3), np.uint8)
+            learned = []
             for number, ((top, left, height, width), tile) in enumerate(zip(boxes, header.tiles)):
                 tile_name = f"{name}: tile {number + 1}"
                 tile_header, tile_streams = container.unpack(tile, tile_name)
+                learned.append(tile_header.pixels is None)
                 rgb[top:top + height, left:left + width] = (
-                    _lossless_pixels(tile_header) if tile_header.pixels is not None
-                    else self._decode_colours(tile_header, tile_streams, tile_name, synthesis))
+                    self._decode_colours(tile_header, tile_streams, tile_name, synthesis) if learned[-1]
+                    else _lossless_pixels(tile_header))
                 progress(number + 1, len(boxes), f"tile {number + 1}/{len(boxes)}")
+            rgb = smooth_tile_borders(rgb, boxes, learned)
         alpha = None if header.alpha is None else np.frombuffer(header.alpha, np.uint8).reshape(rgb.shape[:2])
         return join_planes(rgb, alpha, header.gray)
 

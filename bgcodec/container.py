@@ -163,8 +163,8 @@ def tile_boxes(height: int, width: int, tile_size: int) -> list[tuple[int, int, 
     """The tiles of an image as (top, left, height, width), in row order.
 
     Each side is cut into the fewest tiles of at most ``tile_size`` (a multiple of
-    TILE_MULTIPLE), all but the last of equal length rounded up to that multiple, so that
-    no thin strip is left over:
+    TILE_MULTIPLE), all but the last of equal length rounded up to that multiple: tiles of
+    about equal size rather than full tiles and a thin strip:
 
     >>> tile_boxes(1100, 900, 1024)
     [(0, 0, 576, 900), (576, 0, 524, 900)]

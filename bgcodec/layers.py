@@ -78,14 +78,16 @@ class LambdaEmbedding(nn.Module):
         super().__init__()
         half = dim // 2
         # Python floats, not a torch kernel: vectorised and scalar pow differ in the last bit,
-        # and these values decide the coder's tables (bgcodec.codec).
-        freqs = [64.0 ** (-i / (half - 1)) for i in range(half)]
-        self.register_buffer("freqs", torch.tensor(freqs, dtype=torch.float32), persistent=False)
+        # and these values decide the coder's tables (bgcodec.codec). Not a buffer, so that
+        # a model built on the meta device holds nothing but its weights.
+        self.freqs = [64.0 ** (-i / (half - 1)) for i in range(half)]
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
     def forward(self, lmbda: torch.Tensor) -> torch.Tensor:
-        s = torch.log(lmbda.to(self.freqs.dtype)).unsqueeze(1) * (64 / math.log(8192))
-        angles = s * self.freqs.unsqueeze(0)
+        weight = self.mlp[0].weight
+        freqs = torch.tensor(self.freqs, dtype=torch.float32).to(weight.device, weight.dtype)
+        s = torch.log(lmbda.to(freqs.dtype)).unsqueeze(1) * (64 / math.log(8192))
+        angles = s * freqs.unsqueeze(0)
         return self.mlp(torch.cat([torch.cos(angles), torch.sin(angles)], dim=1))
 
 

@@ -40,9 +40,12 @@ def model_identity(state_dict: dict[str, torch.Tensor]) -> bytes:
     """A short hash of the weights: names, dtypes, shapes and values, in name order."""
     digest = hashlib.sha256()
     for name in sorted(state_dict):
-        tensor = dense_cpu(state_dict[name])
+        tensor = state_dict[name].detach()
+        if tensor.device.type != "cpu" or not tensor.is_contiguous():
+            tensor = dense_cpu(tensor)
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
     return digest.digest()[:4]
 
 
@@ -52,12 +55,16 @@ def in_memory(model: BGVAE, metadata: dict[str, str] | None = None) -> LoadedMod
                        dict(metadata or {}))
 
 
-def load_model(spec: str | None = None) -> LoadedModel:
-    """Load weights by path, bare file name (searched in :func:`search_dirs`) or ``random:`` spec."""
+def load_model(spec: str | None = None, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load weights by path, bare file name (searched in :func:`search_dirs`) or ``random:`` spec,
+    into a model of ``dtype``."""
     spec = resolve(spec)
     if spec.startswith("random:"):
-        return _random_model(spec)
-    return _load_file(spec)
+        loaded = _random_model(spec)
+        loaded.model.to(dtype)
+        return loaded
+    model, state, metadata = build_from_file(spec, BGVAE, dtype)
+    return LoadedModel(model.eval(), model_identity(state), declared_lambda_range(spec, metadata), metadata)
 
 
 def _random_model(spec: str) -> LoadedModel:
@@ -99,32 +106,31 @@ def state_differences(target: dict[str, torch.Tensor], source: dict[str, torch.T
     return missing, mismatched, unexpected
 
 
-def _load_file(path: str) -> LoadedModel:
-    model, state, metadata = build_from_file(path, BGVAE)
-    return LoadedModel(model.eval(), model_identity(state), declared_lambda_range(path, metadata), metadata)
-
-
 def load_bound_model(path: str) -> BoundVAE:
     """Load a bound model (teacher) written by ``bgcodec train --bound``."""
     return build_from_file(path, BoundVAE)[0].eval()
 
 
-def build_from_file(path: str, model_class: type[HierarchicalVAE]):
-    """Build a model of ``model_class`` from a weights file; returns it, the tensors and the metadata."""
+def build_from_file(path: str, model_class: type[HierarchicalVAE], dtype: torch.dtype = torch.float32):
+    """Build a model of ``model_class`` and ``dtype`` from a weights file; returns it, the tensors
+    as stored and the metadata."""
     state, metadata = read_weights(path)
     kind = metadata.get("model", BGVAE.kind)
     if kind != model_class.kind:
         raise WeightsError(f"{path}: holds a '{kind}' model, not a '{model_class.kind}' model "
                            + ("(a bound model is a teacher for training; it cannot code images)"
                               if kind == BoundVAE.kind else "(train one with 'bgcodec train --bound')"))
-    model = model_class(read_config(path, metadata))
-    missing, mismatched, unexpected = state_differences(model.state_dict(), state)
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+        model = model_class(read_config(path, metadata))
+    expected = model.state_dict()
+    missing, mismatched, unexpected = state_differences(expected, state)
     if missing or mismatched or unexpected:
         problems = [f"{len(names)} {what} (e.g. {names[0]})" for what, names in
                     (("missing", missing), ("of another shape", mismatched), ("unknown", unexpected)) if names]
         raise WeightsError(f"{path}: weights do not fit this bgcodec's model: tensors {', '.join(problems)}; "
                            "made by another bgcodec version?")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict({name: tensor.to(dtype if tensor.is_floating_point() else tensor.dtype)
+                           for name, tensor in state.items()}, strict=True, assign=True)
     return model, state, metadata
 
 

@@ -15,6 +15,15 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _batches_in_process():
+    """In-process CLI runs code their inputs in this process, not in workers, whatever the
+    load of the machine (the -j tests start real processes)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("bgcodec.resources.idle_cores", lambda: 1)
+        yield
+
+
 @pytest.fixture(scope="session")
 def image_dir(tmp_path_factory):
     """A few small photos-like images, one smaller than the crop and one JPEG."""

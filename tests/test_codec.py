@@ -199,11 +199,20 @@ def test_a_tiled_file_decodes_to_the_encoders_reconstruction(lively, tiled_image
     assert [done for done, _, _ in decode_reports] == [1, 2, 3, 4, 5, 6]
 
 
-def test_each_tile_is_a_file_of_its_own(lively, tiled_image_and_file):
+def test_each_tile_is_a_file_of_its_own_and_only_the_seams_are_filtered(lively, tiled_image_and_file):
+    from bgcodec.seams import smooth_tile_borders
+
     _, data, recon, _ = tiled_image_and_file
     header, _ = container.unpack(data)
-    for (top, left, height, width), tile in zip(container.tile_boxes(150, 100, 64), header.tiles):
-        assert np.array_equal(lively.decode(tile), recon[top:top + height, left:left + width, :3])
+    boxes = container.tile_boxes(150, 100, 64)
+    assembled = np.empty((150, 100, 3), np.uint8)
+    for (top, left, height, width), tile in zip(boxes, header.tiles):
+        assembled[top:top + height, left:left + width] = lively.decode(tile)
+    assert np.array_equal(smooth_tile_borders(assembled, boxes, [True] * len(boxes)), recon[..., :3])
+    changed = np.argwhere((assembled != recon[..., :3]).any(axis=2))
+    assert len(changed)
+    seams = np.array([64, 128])
+    assert all(np.abs(seams - y).min() <= 2 or abs(x - 64) <= 2 for y, x in changed)
 
 
 def test_an_image_within_one_tile_is_coded_as_before(lively):

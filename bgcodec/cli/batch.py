@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -202,9 +203,14 @@ Task = Callable[[Job, Reporter], None]
 
 
 def run_batch(ctx: click.Context, jobs: list[Job], task: Task, reporter: Reporter, verb: str, label: str,
-              workers: int = 1) -> None:
-    """``task`` each job, in ``workers`` processes; a failure is one error line and the others
-    go on. Exits with the batch's status, after a summary line when there were several inputs."""
+              workers: int | None = 1) -> None:
+    """``task`` each job, in ``workers`` processes (None: the idle cores); a failure is one error
+    line and the others go on. Exits with the batch's status, after a summary line when there
+    were several inputs."""
+    if workers is None:
+        from ..resources import idle_cores
+
+        workers = idle_cores()
     bar = ProgressBar(label, reporter, shown=len(jobs) > 1 and reporter.shows_bars())
     parallel = workers > 1 and len(jobs) > 1 and all(job.source != STDIO and job.dest is not None for job in jobs)
     with run_ends_cleanly(ctx, reporter), bar:
@@ -236,8 +242,9 @@ def _run_in_workers(jobs: list[Job], task: Task, reporter: Reporter, bar: Progre
     import concurrent.futures
     import multiprocessing
 
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    # Forking is fast, but only safe before torch has started its thread pools.
+    fork = "fork" in multiprocessing.get_all_start_methods() and "torch" not in sys.modules
+    context = multiprocessing.get_context("fork" if fork else "spawn")
     failures = 0
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                                 initargs=(workers, reporter.quiet)) as pool:

@@ -73,8 +73,9 @@ def output_options(ext: str, what: str):
 
     def decorate(f):
         f = click.option("-v", "--verbose", is_flag=True, help="Also print each file's coding time.")(f)
-        f = click.option("-j", "--jobs", "jobs_count", type=click.IntRange(min=1), default=1, show_default=True,
-                         metavar="N", help="Code the inputs in N processes, each loading the model once.")(f)
+        f = click.option("-j", "--jobs", "jobs_count", type=click.IntRange(min=1), default=None, metavar="N",
+                         help="Code the inputs in N processes, each loading the model once (default: as many "
+                         "as the cores that other work leaves idle; one for a single input).")(f)
         f = click.option("--quiet", is_flag=True, help="Print only errors (no notes, statistics, progress bar).")(f)
         f = click.option(
             "-f",
