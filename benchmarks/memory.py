@@ -8,7 +8,9 @@ operation's. Rows:
   process and loaded from a .npy file; what the encode row starts from);
 * ``encode``: setup, then ``Codec.encode`` of the image (the .bgv bytes go to a
   temporary file for the decode row);
-* ``decode``: imports and weights, the .bgv bytes, then ``Codec.decode``.
+* ``decode``: imports and weights, the .bgv bytes, then ``Codec.decode``;
+* with ``--cli``, ``bgcodec encode`` of the image as a PNG and ``bgcodec decode`` of its
+  file to a PNG, whole processes (reading and writing the files included).
 
 "peak before" is ru_maxrss just before the measured call, "peak" the one after it;
 their difference is what the operation itself added on top of the setup's peak.
@@ -17,6 +19,7 @@ Prints a Markdown table.
     python benchmarks/memory.py                       # 3840x2160, default weights
     python benchmarks/memory.py --width 1920 --height 1080 --weights random:tiny
     python benchmarks/memory.py --width 1024 --height 1024 --effort 1   # SGA encoding
+    python benchmarks/memory.py --width 8192 --height 8192 --cli        # 64 MP, tiled
 
 The codec runs in float64 with torch's thread count (bgcodec.codec); SGA (--effort) in
 float32.
@@ -64,7 +67,11 @@ def child(args: argparse.Namespace) -> None:
     if args.child == "make-image":
         import numpy as np
 
-        np.save(args.image, synthetic_image(args.height, args.width))
+        from PIL import Image
+
+        image = synthetic_image(args.height, args.width)
+        np.save(args.image, image)
+        Image.fromarray(image).save(args.image[:-4] + ".png", compress_level=1)
         print("{}")
         return
     from bgcodec.codec import Codec
@@ -108,6 +115,29 @@ def run_child(op: str, args: argparse.Namespace, bgv: str, image: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+CLI_PEAK = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+subprocess.run(sys.argv[1:], check=True, capture_output=True)
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"peak_mib": peak / 2**20 if sys.platform == "darwin" else peak / 2**10,
+                  "seconds": time.perf_counter() - start}))
+"""
+
+
+def run_cli(op: str, args: argparse.Namespace, bgv: str, image: str, lmbda: float) -> dict:
+    """Peak RSS and wall time of a whole bgcodec process, measured by a small parent of its own."""
+    png = image[:-4] + ".png"
+    command = [sys.executable, "-m", "bgcodec", op, png if op == "encode" else bgv, "-f", "-o",
+               bgv if op == "encode" else png[:-4] + "-decoded.png"]
+    if op == "encode":
+        command += ["-l", str(lmbda), "-e", str(args.effort)]
+    if args.weights:
+        command += ["--weights", args.weights]
+    return json.loads(subprocess.run([sys.executable, "-c", CLI_PEAK, *command], check=True, capture_output=True,
+                                     text=True, cwd=REPO).stdout)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--width", type=int, default=3840)
@@ -116,6 +146,7 @@ def main() -> None:
     parser.add_argument("--lambda", dest="lmbda", type=float, default=None,
                         help="λ (CLI convention; default: geometric middle of the weights' range)")
     parser.add_argument("--effort", type=int, default=0, help="encoder effort (SGA), 0..3")
+    parser.add_argument("--cli", action="store_true", help="also whole bgcodec encode / decode processes")
     parser.add_argument("--child", choices=["make-image", "setup", "encode", "decode"], help=argparse.SUPPRESS)
     parser.add_argument("--bgv", help=argparse.SUPPRESS)
     parser.add_argument("--image", help=argparse.SUPPRESS)
@@ -130,6 +161,9 @@ def main() -> None:
         bgv, image = os.path.join(tmp, "image.bgv"), os.path.join(tmp, "image.npy")
         run_child("make-image", args, bgv, image)  # so that no measured process pays for making it
         rows = [(op, run_child(op, args, bgv, image)) for op in ("setup", "encode", "decode")]
+        if args.cli:
+            rows += [(f"bgcodec {op}", run_cli(op, args, bgv, image, rows[1][1]["lambda"]))
+                     for op in ("encode", "decode")]
     size = f"{args.width}x{args.height}"
     pixels = args.width * args.height
     print(f"Peak RSS, {size} synthetic image, weights `{rows[1][1]['weights']}`, CPU, "
@@ -139,15 +173,18 @@ def main() -> None:
     print("| operation | image | peak RSS (MiB) | peak before the call (MiB) | added by the call (MiB) | time (s) | notes |")
     print("|---|---|---:|---:|---:|---:|---|")
     for op, r in rows:
-        added = r["peak_mib"] - r["peak_before_mib"]
         note = {
             "setup": "imports + weights + image",
             "encode": f"effort {args.effort}, {r.get('bytes', 0):,} bytes, {8 * r.get('bytes', 0) / pixels:.3f} bpp",
             "decode": "from the encode row's bytes",
+            "bgcodec encode": "whole process, PNG in",
+            "bgcodec decode": "whole process, PNG out",
         }[op]
         time_cell = "" if op == "setup" else f"{r['seconds']:.1f}"
-        added_cell = "" if op == "setup" else f"{added:,.0f}"
-        print(f"| {op} | {size} | {r['peak_mib']:,.0f} | {r['peak_before_mib']:,.0f} | {added_cell} | "
+        before = r.get("peak_before_mib")
+        added_cell = "" if op == "setup" or before is None else f"{r['peak_mib'] - before:,.0f}"
+        before_cell = "" if before is None else f"{before:,.0f}"
+        print(f"| {op} | {size} | {r['peak_mib']:,.0f} | {before_cell} | {added_cell} | "
               f"{time_cell} | {note} |")
 
 

@@ -7,6 +7,7 @@ the median wall time of each, and the overhead of each command beyond importing 
 
     python benchmarks/startup.py                     # shipped weights
     python benchmarks/startup.py --weights random:paper --repeat 5
+    python benchmarks/startup.py --repo ../old-checkout     # another version, for a before/after
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+ENV = dict(os.environ)
 
 STAGES = """
 import json, sys, time
@@ -32,13 +33,9 @@ t.append(time.perf_counter())
 from bgcodec.cli import cli
 from bgcodec.codec import Codec
 t.append(time.perf_counter())
-from bgcodec.weights import load_model
-from bgcodec.codec import PRECISION
-loaded = load_model(sys.argv[1] or None, PRECISION)
+codec = Codec.load(sys.argv[1] or None, "cpu")
 t.append(time.perf_counter())
-codec = Codec(loaded, torch.device("cpu"))
-t.append(time.perf_counter())
-names = ["import torch", "import bgcodec", "build model + load weights", "Codec()"]
+names = ["import torch", "import bgcodec", "Codec.load (build the model, load the weights)"]
 print(json.dumps({name: b - a for name, a, b in zip(names, t, t[1:])}))
 """
 
@@ -53,7 +50,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default=None, help="weights (default: the shipped file)")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repo", type=Path, default=REPO, help="the bgcodec checkout to measure (default: this one)")
     args = parser.parse_args()
+    ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.repo), os.environ.get("PYTHONPATH")]))
     import numpy as np
     from PIL import Image
 
@@ -77,7 +76,7 @@ def main() -> None:
                                    capture_output=True, text=True)
             stages.append(json.loads(child.stdout))
     base = statistics.median(times["python -c 'import torch'"])
-    print(f"weights {args.weights or 'shipped'}, median of {args.repeat} runs\n")
+    print(f"{args.repo}, weights {args.weights or 'shipped'}, median of {args.repeat} runs\n")
     print("| process | wall s | beyond import torch s |")
     print("|---|---:|---:|")
     for name, values in times.items():

@@ -251,7 +251,9 @@ class Codec:
                 reconstruction[top:top + height, left:left + width] = tile
             if not effort:
                 progress(number + 1, len(boxes), f"tile {number + 1}/{len(boxes)}")
-        return tiles, None if reconstruction is None else smooth_tile_borders(reconstruction, boxes, learned)
+        if reconstruction is not None:
+            smooth_tile_borders(reconstruction, boxes, learned)
+        return tiles, reconstruction
 
     def _check_depth(self, depth: int | None) -> int:
         num_latents = self.model.cfg.num_latents
@@ -335,7 +337,7 @@ class Codec:
                     self._decode_colours(tile_header, tile_streams, tile_name, synthesis) if learned[-1]
                     else _lossless_pixels(tile_header))
                 progress(number + 1, len(boxes), f"tile {number + 1}/{len(boxes)}")
-            rgb = smooth_tile_borders(rgb, boxes, learned)
+            smooth_tile_borders(rgb, boxes, learned)
         alpha = None if header.alpha is None else np.frombuffer(header.alpha, np.uint8).reshape(rgb.shape[:2])
         return join_planes(rgb, alpha, header.gray)
 

@@ -350,9 +350,11 @@ def _metadata_options(fmt: str, metadata: dict[str, bytes]) -> dict:
 
 
 # extension -> (Pillow format, save options).  Only formats that store 8-bit
-# RGB faithfully; lossless where the format can be, otherwise quality 95.
+# RGB faithfully; lossless where the format can be, otherwise quality 95.  PNG at
+# zlib level 1: faster than Pillow's default level, and no larger on decoded photos
+# (docs/BENCHMARKS.md).
 _SAVE_FORMATS: dict[str, tuple[str, dict]] = {
-    "png": ("PNG", {}),
+    "png": ("PNG", {"compress_level": 1}),
     "bmp": ("BMP", {}),
     "tif": ("TIFF", {"compression": "tiff_deflate"}),
     "tiff": ("TIFF", {"compression": "tiff_deflate"}),

@@ -208,7 +208,9 @@ def test_each_tile_is_a_file_of_its_own_and_only_the_seams_are_filtered(lively, 
     assembled = np.empty((150, 100, 3), np.uint8)
     for (top, left, height, width), tile in zip(boxes, header.tiles):
         assembled[top:top + height, left:left + width] = lively.decode(tile)
-    assert np.array_equal(smooth_tile_borders(assembled, boxes, [True] * len(boxes)), recon[..., :3])
+    filtered = assembled.copy()
+    smooth_tile_borders(filtered, boxes, [True] * len(boxes))
+    assert np.array_equal(filtered, recon[..., :3])
     changed = np.argwhere((assembled != recon[..., :3]).any(axis=2))
     assert len(changed)
     seams = np.array([64, 128])

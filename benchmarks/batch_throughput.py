@@ -1,0 +1,70 @@
+"""Throughput of whole ``bgcodec encode`` / ``bgcodec decode`` batches with -j 1 and -j N.
+
+Codes every image of a folder in one command per job count (``bgcodec encode DIR/*.png -o
+OUT/ -j J``, then ``bgcodec decode OUT/*.bgv -o DEC/ -j J``), whole processes included,
+``--repeat`` times alternating, and prints images per second and the ratio to -j 1. The
+files written with each job count are checked to be the same bytes.
+
+    python benchmarks/batch_throughput.py KODAK
+    python benchmarks/batch_throughput.py KODAK --jobs 1,2 --repeat 2 --lambda 0.01
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
+def timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env=ENV, capture_output=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--jobs", default="1,2", help="job counts, comma-separated (the first is the reference)")
+    parser.add_argument("--lambda", dest="lmbda", default="0.01", help="λ (CLI convention)")
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    images = sorted(p for p in args.folder.iterdir() if p.suffix.lower() == ".png")
+    counts = [int(j) for j in args.jobs.split(",")]
+    bgcodec = [sys.executable, "-m", "bgcodec"]
+    seconds: dict[tuple[str, int], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        written: dict[int, list[bytes]] = {}
+        for _ in range(args.repeat):
+            for jobs in counts:
+                coded, decoded = Path(tmp) / f"bgv{jobs}", Path(tmp) / f"png{jobs}"
+                encode = [*bgcodec, "encode", *map(str, images), "-l", args.lmbda, "-o", f"{coded}/", "-f",
+                          "-j", str(jobs), "--quiet"]
+                seconds.setdefault(("encode", jobs), []).append(timed(encode))
+                files = sorted(coded.glob("*.bgv"))
+                decode = [*bgcodec, "decode", *map(str, files), "-o", f"{decoded}/", "-f", "-j", str(jobs), "--quiet"]
+                seconds.setdefault(("decode", jobs), []).append(timed(decode))
+                written[jobs] = [f.read_bytes() for f in files]
+        same = all(written[jobs] == written[counts[0]] for jobs in counts)
+    load = f", load average {os.getloadavg()[0]:.2f} at the end" if hasattr(os, "getloadavg") else ""
+    print(f"{len(images)} images of {args.folder}, λ {args.lmbda}, median of {args.repeat}, {os.cpu_count()} "
+          f"cores{load}; the same files with every -j: {same}\n")
+    print("| command | -j | s | images/s | × -j " + str(counts[0]) + " |")
+    print("|---|---:|---:|---:|---:|")
+    for verb in ("encode", "decode"):
+        reference = statistics.median(seconds[(verb, counts[0])])
+        for jobs in counts:
+            value = statistics.median(seconds[(verb, jobs)])
+            print(f"| bgcodec {verb} | {jobs} | {value:.2f} | {len(images) / value:.2f} | {reference / value:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
