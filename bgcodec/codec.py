@@ -320,26 +320,33 @@ class Codec:
         if header.model_id != self.identity:
             raise FormatError(f"{name}: encoded with model {header.model_id.hex()}, but the loaded weights are "
                               f"{self.identity.hex()} (pass the matching --weights)")
-        boxes = container.tile_boxes(header.height, header.width, header.tile_size or TILE_SIZE)
-        tiled = header.tiles is not None
-        resources.check_memory(header.width, header.height, resources.DECODE_BYTES_PER_PIXEL, name, "decoding",
-                               tile_pixels=boxes[0][2] * boxes[0][3] if tiled else None)
-        if not tiled:
+        if header.tiles is None:
+            resources.check_memory(header.width, header.height, resources.DECODE_BYTES_PER_PIXEL, name, "decoding",
+                                   tile_pixels=header.width * header.height)  # a file of an older bgcodec may be large
             rgb = self._decode_colours(header, streams, name, synthesis)
         else:
-            rgb = np.empty((header.height, header.width, 3), np.uint8)
-            learned = []
-            for number, ((top, left, height, width), tile) in enumerate(zip(boxes, header.tiles)):
-                tile_name = f"{name}: tile {number + 1}"
-                tile_header, tile_streams = container.unpack(tile, tile_name)
-                learned.append(tile_header.pixels is None)
-                rgb[top:top + height, left:left + width] = (
-                    self._decode_colours(tile_header, tile_streams, tile_name, synthesis) if learned[-1]
-                    else _lossless_pixels(tile_header))
-                progress(number + 1, len(boxes), f"tile {number + 1}/{len(boxes)}")
-            smooth_tile_borders(rgb, boxes, learned)
+            rgb = self._decode_tiles(header, name, synthesis, progress)
         alpha = None if header.alpha is None else np.frombuffer(header.alpha, np.uint8).reshape(rgb.shape[:2])
         return join_planes(rgb, alpha, header.gray)
+
+    def _decode_tiles(self, header: container.Header, name: str, synthesis: str | None,
+                      progress: Progress) -> np.ndarray:
+        """The RGB image of a tiled file, one tile at a time, its seams filtered."""
+        boxes = container.tile_boxes(header.height, header.width, header.tile_size)
+        resources.check_memory(header.width, header.height, resources.DECODE_BYTES_PER_PIXEL, name, "decoding",
+                               tile_pixels=boxes[0][2] * boxes[0][3])
+        rgb = np.empty((header.height, header.width, 3), np.uint8)
+        learned = []
+        for number, ((top, left, height, width), tile) in enumerate(zip(boxes, header.tiles)):
+            tile_name = f"{name}: tile {number + 1}"
+            tile_header, tile_streams = container.unpack(tile, tile_name)
+            learned.append(tile_header.pixels is None)
+            rgb[top:top + height, left:left + width] = (
+                self._decode_colours(tile_header, tile_streams, tile_name, synthesis) if learned[-1]
+                else _lossless_pixels(tile_header))
+            progress(number + 1, len(boxes), f"tile {number + 1}/{len(boxes)}")
+        smooth_tile_borders(rgb, boxes, learned)
+        return rgb
 
     def _decode_colours(self, header: container.Header, streams: list[bytes], name: str,
                         synthesis: str | None) -> np.ndarray:

@@ -1,8 +1,10 @@
 """What coding may take from the machine: memory (an image too large for it is refused from
 its header, before anything is allocated) and the cores that other work leaves idle.
 
-The memory figures are what ``benchmarks/memory.py`` measured per pixel with the shipped
-``small`` weights, rounded up; bigger configs need more. Standard library only.
+The memory figures are what ``benchmarks/memory.py`` measured per pixel of a 1024² tile
+with the shipped ``small`` weights, rounded up (docs/BENCHMARKS.md); bigger configs need
+more. They leave out the program itself (about 0.3 GiB with torch and the weights).
+Standard library only.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import os
 from .config import TILE_SIZE
 from .errors import BgcodecError
 
-ENCODE_BYTES_PER_PIXEL = 200
-DECODE_BYTES_PER_PIXEL = 180
-EFFORT_BYTES_PER_PIXEL = 2048
-"""Encoding with --effort > 0: SGA keeps the activations of the top-down path for backpropagation."""
 # The model's figures apply to the pixels coded at once (one tile, bgcodec.config.TILE_SIZE);
 # the image's own bytes to all of them.
+ENCODE_BYTES_PER_PIXEL = 384
+DECODE_BYTES_PER_PIXEL = 288
+EFFORT_BYTES_PER_PIXEL = 2048
+"""Encoding with --effort > 0: SGA keeps the activations of the top-down path for backpropagation."""
 IMAGE_BYTES_PER_PIXEL = 8
 """Reading or writing the image file itself (the decoded pixels and a copy)."""
 

@@ -12,6 +12,9 @@ torch is imported only by the commands that run the model, so ``bgcodec --help``
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from .. import __version__
@@ -60,14 +63,32 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Once torch is loaded, the process ends without Python's finalisation: tearing torch's
+    modules down takes longer than coding a photo, and every output is complete and closed
+    by the time the command returns.
+    """
     import signal
 
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM
         pass
-    cli.main(args=argv, prog_name=PROG)
+    try:
+        cli.main(args=argv, prog_name=PROG)
+    except SystemExit as exit_:
+        if "torch" not in sys.modules:
+            raise
+        code = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
+        try:
+            if isinstance(exit_.code, str):
+                print(exit_.code, file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # a closed pipe: nothing more can be told
+            pass
+        os._exit(code)
 
 
 if __name__ == "__main__":

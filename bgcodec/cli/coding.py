@@ -20,7 +20,8 @@ from .common import EXIT_FAILED, EXIT_OK, STDIO, ProgressBar, Reporter, device_o
 MEMORY_HELP = (
     f"Memory: images larger than {TILE_SIZE}x{TILE_SIZE} are coded in tiles of that size; encoding takes about "
     f"{ENCODE_BYTES_PER_PIXEL} MiB per megapixel of a tile ({EFFORT_BYTES_PER_PIXEL} with --effort > 0), "
-    f"decoding {DECODE_BYTES_PER_PIXEL} MiB, plus {IMAGE_BYTES_PER_PIXEL} MiB per megapixel of the image."
+    f"decoding {DECODE_BYTES_PER_PIXEL} MiB, plus {IMAGE_BYTES_PER_PIXEL} MiB per megapixel of the image and about "
+    "0.3 GiB for the program."
 )
 
 ENCODE_EPILOG = """\b
