@@ -37,6 +37,9 @@ class BGVAEConfig:
     """λ range in the model's own convention (see bgcodec.lambdas)."""
     shallow_synthesis: str = "jpeg-like"
     """The cheap alternative decoder head: "two-layer" or "jpeg-like" (see SHALLOW_SYNTHESES)."""
+    head_bias: str = "per-position"
+    """Bias of the full synthesis's ×4 head: one per output sub-position ("per-position", the
+    default of files that do not name it) or one per colour ("shared", see PixelShuffleHead)."""
 
     @property
     def num_latents(self) -> int:
@@ -73,6 +76,7 @@ CONFIGS: dict[str, BGVAEConfig] = {
         stride4_depth=1,
         cross_attention=(True, True, False, False),
         lmbda_range=(1.0, 2048.0),
+        head_bias="shared",
     ),
     # Smallest config that still exercises every code path; for tests.
     "tiny": BGVAEConfig(
@@ -86,6 +90,7 @@ CONFIGS: dict[str, BGVAEConfig] = {
         latent_channels=(4, 4, 4, 4),
         stride4_depth=1,
         cross_attention=(True, True, True, True),
+        head_bias="shared",
     ),
 }
 

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BGVAEConfig
-from .layers import BConvNeXt, CrossAttention, LambdaEmbedding, Modulation, WaveletDown, WaveletUp, conv
+from .layers import (BConvNeXt, CrossAttention, LambdaEmbedding, Modulation, PointwiseConv, WaveletDown, WaveletUp,
+                     conv)
 
 PAD_MULTIPLE = 64
 INPUT_MEAN = 0.4546259594901961
@@ -162,6 +163,24 @@ class Transition(nn.Module):
         return high if self.attention is None else self.attention(high, low)
 
 
+class PixelShuffleHead(nn.Sequential):
+    """A 1×1 conv to 3·s² channels, a ×s pixel shuffle and one bias per colour. A bias per
+    sub-position would add a fixed s×s pattern that the features must cancel, and at low
+    rates they do not: it shows as a dotted texture on flat colour."""
+
+    def __init__(self, cin: int, scale: int):
+        super().__init__(PointwiseConv(cin, 3 * scale * scale, bias=False), nn.PixelShuffle(scale), ColourBias())
+
+
+class ColourBias(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias.view(1, 3, 1, 1)
+
+
 class FullSynthesis(nn.Module):
     """Everything after the last latent: transition to stride 4, stride-4 blocks, ×4 head."""
 
@@ -172,7 +191,8 @@ class FullSynthesis(nn.Module):
         self.blocks = nn.ModuleList(
             BConvNeXt(w4, cfg.dec_kernels[-1], cfg.dec_mlp_ratios[-1]) for _ in range(cfg.stride4_depth)
         )
-        self.head = nn.Sequential(conv(w4, 3 * 16, 1), nn.PixelShuffle(4))
+        self.head = PixelShuffleHead(w4, 4) if cfg.head_bias == "shared" else nn.Sequential(
+            conv(w4, 3 * 16, 1), nn.PixelShuffle(4))
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.transition(h, emb)

@@ -26,6 +26,9 @@ from .options import TrainOptions
 from .widening import grow_tensor
 
 
+_PER_POSITION_HEAD_BIAS, _SHARED_HEAD_BIAS = "synthesis.head.0.bias", "synthesis.head.2.bias"
+
+
 def init_from(model: HierarchicalVAE, path: str) -> tuple[list[str], list[str]]:
     """Copy every tensor whose name matches: as it is where the shape matches too, grown
     (bgcodec.train.widening) where the file's config is narrower. Returns the names of the
@@ -46,9 +49,22 @@ def init_from(model: HierarchicalVAE, path: str) -> tuple[list[str], list[str]]:
                 grown[name] = grow_tensor(name, source[name], target[name], old_cfg, model.cfg)
             except ValueError:
                 not_grown.append(name)
+    folded = _fold_head_bias(source, target)
+    grown.update(folded)
+    missing = [name for name in missing if name not in folded]
+    unused = [name for name in unused if not (folded and name == _PER_POSITION_HEAD_BIAS)]
     skipped = set(mismatched) | set(unused)
     model.load_state_dict({**{k: v for k, v in source.items() if k not in skipped}, **grown}, strict=False)
     return sorted(grown), sorted(missing + not_grown) + [f"{k} (unused)" for k in unused]
+
+
+def _fold_head_bias(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A head with a bias per sub-position initialises a shared-bias head with the mean of
+    each colour's biases (bgcodec.model.PixelShuffleHead)."""
+    old, new = _PER_POSITION_HEAD_BIAS, _SHARED_HEAD_BIAS
+    if old in source and new in target and new not in source:
+        return {new: source[old].to(target[new].dtype).view(3, -1).mean(1)}
+    return {}
 
 
 def save_checkpoint(path: Path, trained: torch.nn.Module, ema_model: torch.nn.Module,

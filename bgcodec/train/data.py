@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from ..imageio import find_images, load_image
+from .synthetic import synthetic_picture
 
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
 
@@ -42,18 +43,24 @@ def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.nd
 class CropSampler:
     """Keeps the decoded training images in memory and draws batches of random crops.
 
-    Each DDP rank gets its own stream of crops from (seed, rank).
+    Each DDP rank gets its own stream of crops from (seed, rank). A ``synthetic_share`` of
+    the crops, drawn at random, are generated pictures instead (bgcodec.train.synthetic).
     """
 
     def __init__(self, folders: list[str | os.PathLike], crop: int, downscale_jpeg: bool = False,
-                 seed: int = 0, rank: int = 0):
+                 seed: int = 0, rank: int = 0, synthetic_share: float = 0.0):
         self.files = find_images(folders)
         self.images = [load_training_image(p, downscale_jpeg) for p in self.files]
         self.crop = crop
+        self.synthetic_share = synthetic_share
         self.rng = np.random.default_rng([seed, rank])
 
     def batch(self, size: int) -> torch.Tensor:
         """(size, 3, crop, crop) float32 in [0, 1]."""
-        picks = self.rng.integers(0, len(self.images), size)
-        crops = np.stack([random_crop(self.images[i], self.crop, self.rng) for i in picks])
+        crops = np.stack([self._crop() for _ in range(size)])
         return torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255)
+
+    def _crop(self) -> np.ndarray:
+        if self.synthetic_share and self.rng.random() < self.synthetic_share:
+            return synthetic_picture(self.crop, self.rng)
+        return random_crop(self.images[int(self.rng.integers(len(self.images)))], self.crop, self.rng)

@@ -214,7 +214,8 @@ def setup(opts: TrainOptions, log: Log) -> Run:
         log("compiling the training step (torch.compile): the first step takes minutes")
         trained = torch.compile(trained)
 
-    sampler = CropSampler(opts.data, opts.crop, opts.downscale_jpeg, seed=opts.seed + step, rank=rank)
+    sampler = CropSampler(opts.data, opts.crop, opts.downscale_jpeg, seed=opts.seed + step, rank=rank,
+                          synthetic_share=opts.synthetic_share)
     val_images = []
     if rank == 0 and opts.val_dir:
         val_images = [load_training_image(p, False) for p in find_images([opts.val_dir], opts.val_images)]

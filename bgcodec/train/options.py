@@ -41,6 +41,9 @@ class TrainOptions:
         "(equal weight per octave; more steps at low rates) or log-middle (log-uniform with 3/4 of the crops in "
         "the middle half of the octaves). The bound model always samples log-uniform.", choices=lambdas.SAMPLINGS)
     seed: int = setting(0, "Random seed.")
+    synthetic_share: float = setting(0.0, "Share of the crops that are generated pictures of flat colour, "
+                                     "shading, soft focus and line art (bgcodec.train.synthetic) instead of crops "
+                                     "of the data.", min=0, max=1)
     downscale_jpeg: bool = setting(False, "Halve JPEG sources before cropping (removes JPEG artefacts).")
     device: str = setting("auto", "Where to train; auto uses CUDA when available.", choices=DEVICES)
     threads: int | None = setting(None, "CPU threads (default: torch's).", min=1)
