@@ -476,7 +476,8 @@ def _unplane(r: _Reader, payload: bytes, size: int | None, what: str) -> bytes:
     return data
 
 
-def _coding(header: Header) -> str:
+def coding(header: Header) -> str:
+    """How the file stores its image: "learned", "lossless" or "tiled"."""
     if header.tiles is not None:
         return "tiled"
     return "lossless" if header.pixels is not None else "learned"
@@ -495,7 +496,7 @@ def format_info(header: Header, streams: list[bytes], total_bytes: int) -> dict:
     pixels = header.height * header.width
     return {
         "format_version": header.version,
-        "coding": _coding(header),
+        "coding": coding(header),
         "channels": _channel_names(header),
         "model_id": bytes(header.model_id).hex(),
         "lambda_model": header.lmbda,
