@@ -39,7 +39,8 @@ def _click_type(field: dataclasses.Field) -> Any:
     kind = {"int": int, "float": float}.get(str(field.type).split(" ")[0])
     if "min" in meta or "max" in meta:
         bounded = click.FloatRange if kind is float or isinstance(default, float) else click.IntRange
-        return bounded(meta.get("min"), meta.get("max"), max_open=meta.get("max_open", False))
+        return bounded(meta.get("min"), meta.get("max"), min_open=meta.get("min_open", False),
+                       max_open=meta.get("max_open", False))
     return kind or (type(default) if default is not None and default is not dataclasses.MISSING else str)
 
 

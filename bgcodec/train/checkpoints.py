@@ -2,8 +2,8 @@
 (``--init``), its checkpoints (``--resume``) and the exported weights.
 
 Checkpoints are safetensors too: the tensors of the trained module, of the EMA model and
-of the optimizer's state, with the step, the options and the optimizer's parameter groups
-as JSON metadata.
+of the optimizer's state (and of the source model of --it-weight with its optimizer), with
+the step, the options and the optimizers' parameter groups as JSON metadata.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from ..files import atomic_path
 from ..model import HierarchicalVAE
 from ..weights import dense_cpu, read_config, read_weights, save_model, state_differences
 from .options import TrainOptions
+from .source_model import SourceRegulariser
 from .widening import grow_tensor
 
 
@@ -68,35 +69,55 @@ def _fold_head_bias(source: dict[str, torch.Tensor], target: dict[str, torch.Ten
 
 
 def save_checkpoint(path: Path, trained: torch.nn.Module, ema_model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, step: int, opts: TrainOptions, wall_s: float) -> None:
-    """``trained`` is what the optimizer trains: the model, or a GuidedStudent (model and projectors)."""
+                    optimizer: torch.optim.Optimizer, step: int, opts: TrainOptions, wall_s: float,
+                    source: SourceRegulariser | None = None) -> None:
+    """``trained`` is what the optimizer trains: the model, or a GuidedStudent (model and
+    projectors). ``source`` is the source model of --it-weight with its own optimizer."""
     tensors = {f"model.{k}": v for k, v in trained.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema_model.state_dict().items()})
-    opt_state = optimizer.state_dict()
-    for index, state in opt_state["state"].items():
-        for key, value in state.items():
-            tensors[f"optim.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    tensors.update(_optimizer_tensors("optim", optimizer))
     meta = {"step": str(step), "wall_seconds": str(round(wall_s, 1)), "options": json.dumps(dataclasses.asdict(opts)),
-            "param_groups": json.dumps(opt_state["param_groups"])}
+            "param_groups": json.dumps(optimizer.state_dict()["param_groups"])}
+    if source is not None:
+        tensors.update({f"source.{k}": v for k, v in source.model.state_dict().items()})
+        tensors.update(_optimizer_tensors("source_optim", source.optimizer))
+        meta["source_param_groups"] = json.dumps(source.optimizer.state_dict()["param_groups"])
     with atomic_path(path) as tmp:
         save_file({k: dense_cpu(v) for k, v in tensors.items()}, tmp, metadata=meta)
 
 
 def load_checkpoint(path: Path, trained: torch.nn.Module, ema_model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer) -> tuple[int, float]:
-    """Restore a checkpoint; returns the step and the wall time spent so far."""
+                    optimizer: torch.optim.Optimizer, source: SourceRegulariser | None = None) -> tuple[int, float]:
+    """Restore a checkpoint; returns the step and the wall time spent so far. A source model
+    that the checkpoint lacks (the run had --it-weight 0) starts fresh."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    trained.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    ema_model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-    state: dict[int, dict] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, index, key = k.split(".", 2)
-            state.setdefault(int(index), {})[key] = v
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    trained.load_state_dict(_with_prefix(tensors, "model."))
+    ema_model.load_state_dict(_with_prefix(tensors, "ema."))
+    _load_optimizer(optimizer, tensors, "optim.", meta["param_groups"])
+    if source is not None and "source_param_groups" in meta:
+        source.model.load_state_dict(_with_prefix(tensors, "source."))
+        _load_optimizer(source.optimizer, tensors, "source_optim.", meta["source_param_groups"])
     return int(meta["step"]), float(meta.get("wall_seconds", 0))
+
+
+def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{index}.{key}": value if torch.is_tensor(value) else torch.tensor(value)
+            for index, state in optimizer.state_dict()["state"].items() for key, value in state.items()}
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str,
+                    param_groups: str) -> None:
+    state: dict[int, dict] = {}
+    for k, v in _with_prefix(tensors, prefix).items():
+        index, key = k.split(".", 1)
+        state.setdefault(int(index), {})[key] = v
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(param_groups)})
 
 
 def export_weights(path: Path, model: HierarchicalVAE, step: int, opts: TrainOptions, wall_s: float) -> None:
@@ -104,7 +125,8 @@ def export_weights(path: Path, model: HierarchicalVAE, step: int, opts: TrainOpt
     provenance = {
         "steps": step, "batch_size": opts.batch_size, "crop": opts.crop, "lr": opts.lr,
         "data": [str(d) for d in opts.data], "downscale_jpeg": opts.downscale_jpeg,
-        "seed": opts.seed, "lambda_sampling": opts.sampled_lambdas,
+        "seed": opts.seed, "lambda_sampling": opts.sampled_lambdas, "synthetic_share": opts.synthetic_share,
+        "it_weight": opts.it_weight,
         "init": opts.init, "teacher": opts.teacher,
         "guidance_weights": [opts.feature_weight, opts.reconstruction_weight] if opts.teacher else None,
         "wall_seconds": round(wall_s),

@@ -36,6 +36,7 @@ from .curves import bound_curve, codec_curve
 from .data import CropSampler, load_training_image
 from .guidance import GuidedStudent, guidance_loss, teacher_targets
 from .options import TrainOptions
+from .source_model import SourceModel, SourceRegulariser, fitted_penalty
 
 Log = Callable[[str], None]
 
@@ -96,19 +97,27 @@ class EMA:
 
 
 def objective(trained: torch.nn.Module, teacher: BoundVAE | None, im: torch.Tensor, lmbda: torch.Tensor,
-              opts: TrainOptions) -> dict[str, torch.Tensor]:
-    """The loss to minimise and the statistics to log, for every kind of run."""
+              opts: TrainOptions, source: SourceRegulariser | None = None) -> dict[str, torch.Tensor]:
+    """The loss to minimise and the statistics to log, for every kind of run. With ``source``
+    its model takes its own step first (bgcodec.train.source_model)."""
     if opts.shallow_only:
         # The shallow synthesis sees the quantised latents it will see when decoding.
         return rate_distortion(*trained(im, lmbda, noisy=False, synthesis="shallow"), im, lmbda)
     if teacher is None:
-        return rate_distortion(*trained(im, lmbda), im, lmbda)
-    out, rates, features = trained(im, lmbda)
-    stats = rate_distortion(out, rates, im, lmbda)
-    feature_loss, reconstruction_loss = guidance_loss(teacher_targets(teacher, im, lmbda), out, features)
-    guidance = opts.feature_weight * feature_loss + opts.reconstruction_weight * reconstruction_loss
-    stats["loss"] = stats["loss"] + guidance
-    return {**stats, "feature_loss": feature_loss.detach(), "teacher_mse": reconstruction_loss.detach()}
+        out, rates = trained(im, lmbda)
+        stats = rate_distortion(out, rates, im, lmbda)
+    else:
+        out, rates, features = trained(im, lmbda)
+        stats = rate_distortion(out, rates, im, lmbda)
+        feature_loss, reconstruction_loss = guidance_loss(teacher_targets(teacher, im, lmbda), out, features)
+        guidance = opts.feature_weight * feature_loss + opts.reconstruction_weight * reconstruction_loss
+        stats["loss"] = stats["loss"] + guidance
+        stats.update(feature_loss=feature_loss.detach(), teacher_mse=reconstruction_loss.detach())
+    if source is not None:
+        term = fitted_penalty(source, out, im, lmbda)
+        stats["loss"] = stats["loss"] + term["penalty"]
+        stats["source_bpp"] = term["source_bpp"]
+    return stats
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -134,6 +143,8 @@ class Run:
     sampler: CropSampler
     lambda_generator: torch.Generator
     val_images: list[np.ndarray]
+    source: SourceRegulariser | None = None
+    """The source model of --it-weight and its optimiser."""
     step: int = 0
     started: float = 0.0
     window: list[dict] = field(default_factory=list)
@@ -205,9 +216,13 @@ def setup(opts: TrainOptions, log: Log) -> Run:
     trainable = [p for p in student.parameters() if p.requires_grad]
     ema = EMA(model, opts.ema_decay)
     optimizer = torch.optim.Adam(trainable, lr=opts.lr, fused=True)
+    source = None
+    if opts.it_weight:
+        source_model = SourceModel(model.cfg.lmbda_range).to(device, memory_format=torch.channels_last)
+        source = SourceRegulariser(source_model, opts.it_weight, opts.it_lr)
     step, wall_before = 0, 0.0
     if resuming:
-        step, wall_before = load_checkpoint(out / "checkpoint.safetensors", student, ema.model, optimizer)
+        step, wall_before = load_checkpoint(out / "checkpoint.safetensors", student, ema.model, optimizer, source)
         log(f"resumed from {out / 'checkpoint.safetensors'} at step {step}")
     trained = torch.nn.parallel.DistributedDataParallel(student) if world > 1 else student
     if opts.compile:
@@ -220,7 +235,7 @@ def setup(opts: TrainOptions, log: Log) -> Run:
     if rank == 0 and opts.val_dir:
         val_images = [load_training_image(p, False) for p in find_images([opts.val_dir], opts.val_images)]
     run = Run(opts, out, device, rank, world, model, student, trained, teacher, ema, optimizer, trainable, sampler,
-              torch.Generator().manual_seed(opts.seed * 1000 + rank + step), val_images, step,
+              torch.Generator().manual_seed(opts.seed * 1000 + rank + step), val_images, source, step,
               started=time.time() - wall_before, window_started=time.time())
     what = ("the bound model " if opts.bound else "the shallow synthesis of " if opts.shallow_only
             else "the guided codec " if teacher else "")
@@ -240,7 +255,7 @@ def take_step(run: Run) -> dict[str, float]:
     lo, hi = run.model.cfg.lmbda_range
     lmbda = sample_lambdas(opts.batch_size, lo, hi, run.lambda_generator, opts.sampled_lambdas).to(run.device)
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=opts.bf16):
-        stats = objective(run.trained, run.teacher, im, lmbda, opts)
+        stats = objective(run.trained, run.teacher, im, lmbda, opts, run.source)
     run.optimizer.zero_grad(set_to_none=True)
     stats["loss"].backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, opts.grad_clip)
@@ -278,7 +293,8 @@ def validate(run: Run, log: Log) -> None:
 
 def save(run: Run) -> None:
     """The checkpoint and the exported EMA weights."""
-    save_checkpoint(run.checkpoint, run.student, run.ema.model, run.optimizer, run.step, run.opts, run.wall_s)
+    save_checkpoint(run.checkpoint, run.student, run.ema.model, run.optimizer, run.step, run.opts, run.wall_s,
+                    run.source)
     export_weights(run.out / "ema.safetensors", run.ema.model, run.step, run.opts, run.wall_s)
 
 

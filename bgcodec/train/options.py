@@ -17,7 +17,7 @@ from ..errors import BgcodecError
 
 def setting(default: Any, help: str, **cli: Any) -> Any:
     """A TrainOptions field with its command-line description. ``cli`` may hold ``choices``,
-    ``min`` and ``max`` (bounds, ``max_open`` for an open upper one), ``metavar``, ``hidden``
+    ``min`` and ``max`` (bounds, ``min_open``/``max_open`` for open ones), ``metavar``, ``hidden``
     (not on the command line) and ``path`` ("dir" for an existing folder)."""
     if isinstance(default, (list, tuple)):
         return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **cli})
@@ -70,6 +70,10 @@ class TrainOptions:
     teacher: str | None = setting(None, "Guide the codec by this frozen bound model (feature affinities and "
                                   "reconstruction).", metavar="BOUND_WEIGHTS")
     feature_weight: float = setting(1.0, "Weight of the feature-affinity guidance loss (with --teacher).", min=0)
+    it_weight: float = setting(0.0, "Weight α of the information-theoretic regulariser: the loss subtracts α times "
+                               "the conditional source entropy H(X | X̂), estimated by a source model trained "
+                               "alongside (bgcodec.train.source_model; 0 = off).", min=0)
+    it_lr: float = setting(1e-4, "Learning rate of that source model (Adam).", min=0, min_open=True)
     reconstruction_weight: float = setting(1.0, "Weight of the teacher-reconstruction loss (with --teacher).",
                                            min=0)
 
@@ -82,6 +86,9 @@ class TrainOptions:
         """Reject combinations that have no meaning."""
         if self.bound and (self.teacher or self.shallow_only):
             raise BgcodecError("--bound trains the teacher itself: it takes neither --teacher nor --shallow-only")
+        if self.it_weight and (self.bound or self.shallow_only):
+            raise BgcodecError("--it-weight regularises the codec's whole training; it takes neither --bound nor "
+                               "--shallow-only")
         if self.teacher and self.shallow_only:
             raise BgcodecError("--teacher guides the whole codec; --shallow-only trains only its shallow synthesis")
 

@@ -1,0 +1,89 @@
+"""The information-theoretic regulariser (--it-weight): the source model q_φ(x | x̂) and the
+two-step alternation."""
+
+import math
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from bgcodec.config import CONFIGS
+from bgcodec.errors import BgcodecError
+from bgcodec.model import BGVAE
+from bgcodec.train.loop import objective, rate_distortion, train
+from bgcodec.train.source_model import SourceModel, SourceRegulariser, fitted_penalty
+
+from test_training import options
+
+TINY = CONFIGS["tiny"]
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    im = torch.rand(2, 3, 64, 64, generator=g).mul(255).round().div(255)
+    return im, torch.tensor([4.0, 300.0])
+
+
+def test_the_source_model_learns_the_likelihood_of_x_given_x_hat():
+    torch.manual_seed(0)
+    im, lmbda = batch()
+    x = 2 * im - 1
+    x_hat = x + 0.05 * torch.randn_like(x)  # an error of about 6 levels
+    regulariser = SourceRegulariser(SourceModel(TINY.lmbda_range), weight=1.0, lr=3e-3)
+    first = regulariser.fit(x, x_hat, lmbda).item()
+    for _ in range(150):
+        last = regulariser.fit(x, x_hat, lmbda).item()
+    ideal = 0.5 * math.log(2 * math.pi * math.e * (0.05 / (2 / 255)) ** 2)  # differential entropy, in levels
+    assert last < first - 1.0
+    assert abs(last - ideal) < 0.25
+
+
+def test_no_gradient_reaches_the_source_model_in_the_codec_step_nor_the_codec_in_its_own():
+    torch.manual_seed(1)
+    model = BGVAE(TINY)
+    regulariser = SourceRegulariser(SourceModel(TINY.lmbda_range), weight=0.5, lr=1e-3)
+    im, lmbda = batch(1)
+    out, rates = model(im, lmbda)
+    before = [p.detach().clone() for p in regulariser.model.parameters()]
+    term = fitted_penalty(regulariser, out, im, lmbda)
+    assert all(p.grad is None for p in model.parameters())  # the source model's step left the codec alone
+    fitted = [p.detach().clone() for p in regulariser.model.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(before, fitted))
+    for p in regulariser.model.parameters():
+        p.grad = None
+    (rate_distortion(out, rates, im, lmbda)["loss"] + term["penalty"]).backward()
+    assert all(p.grad is None for p in regulariser.model.parameters())
+    assert model.synthesis.head[0].weight.grad.abs().sum() > 0
+
+
+def test_weight_zero_gives_the_plain_loss_exactly():
+    im, lmbda = batch(2)
+    opts = options("unused", "unused")
+    torch.manual_seed(2)
+    model = BGVAE(TINY)
+    regulariser = SourceRegulariser(SourceModel(TINY.lmbda_range), weight=0.0, lr=1e-3)
+    torch.manual_seed(5)  # the same training noise for both
+    plain = objective(model, None, im, lmbda, opts)["loss"]
+    torch.manual_seed(5)
+    regularised = objective(model, None, im, lmbda, opts, regulariser)
+    assert torch.equal(plain, regularised["loss"])
+    assert regularised["source_bpp"] > 0
+
+
+def test_the_source_model_is_checkpointed_and_never_exported(image_dir, tmp_path):
+    run = tmp_path / "run"
+    train(options(image_dir, run, steps=2, it_weight=0.1), log=lambda s: None)
+    with safe_open(str(run / "checkpoint.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("source.net.") for k in keys) and any(k.startswith("source_optim.") for k in keys)
+    with safe_open(str(run / "ema.safetensors"), "pt") as f:
+        assert not any("source" in k for k in f.keys())
+    train(options(image_dir, run, steps=3, it_weight=0.1, resume=True), log=lambda s: None)
+    with open(run / "log.csv") as f:
+        assert "source_bpp" in f.readline()
+
+
+def test_the_regulariser_is_refused_where_it_has_no_meaning():
+    for other in ({"shallow_only": True}, {"bound": True}):
+        with pytest.raises(BgcodecError, match="--it-weight"):
+            options("unused", "unused", it_weight=0.1, **other).check()
