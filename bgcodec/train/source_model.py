@@ -1,6 +1,5 @@
 """The information-theoretic regulariser: the conditional source entropy H(X | X̂) as a
-training term ("Improving the rate-distortion performance of learned image compression with
-an information-theoretic regularizer").
+training term ("An Information-Theoretic Regularizer for Lossy Neural Image Compression").
 
 For a deterministic codec the latent entropy is H(X) − H(X | X̂) + H(Ŷ | X̂), so at a fixed
 distortion a lower rate goes with a higher H(X | X̂). A source model q_φ(x | x̂) estimates it,
