@@ -130,6 +130,53 @@ def _tile_progress(progress: Progress, tile: int, tiles: int) -> Progress:
     return lambda done, total, label: progress(tile * total + done, tiles * total, f"tile {tile + 1}/{tiles}")
 
 
+TileRunner = Callable[[Callable, list], Iterator]
+"""Runs ``work(codec, task)`` for each tile's task and yields the results in order. A Codec
+runs its tiles itself; the command line passes a runner that hands them to worker processes,
+each with its own Codec (tasks and results are picklable)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _TileEncoding:
+    rgb: np.ndarray
+    lmbda_model: float
+    depth: int
+    synthesis: str
+    effort: int
+    lossless_fallback: bool
+    reconstruct: bool
+
+
+def _encode_tile(codec: "Codec", task: _TileEncoding,
+                 progress: Progress = no_progress) -> tuple[bytes, bool, np.ndarray | None]:
+    """A tile's file, whether it is learned (not stored losslessly), and with
+    ``task.reconstruct`` the pixels the decoder will produce."""
+    header, streams, h = codec._code_colours(task.rgb, task.lmbda_model, task.depth, task.synthesis, task.effort,
+                                             progress)
+    data = container.pack(header, streams)
+    lossless = _lossless(header, task.rgb) if task.lossless_fallback else None
+    if lossless is not None and len(lossless) < len(data):
+        return lossless, False, task.rgb if task.reconstruct else None
+    height, width = task.rgb.shape[:2]
+    pixels = codec._synthesize(h, task.lmbda_model, height, width, task.synthesis) if task.reconstruct else None
+    return data, True, pixels
+
+
+@dataclasses.dataclass(frozen=True)
+class _TileDecoding:
+    data: bytes
+    name: str
+    synthesis: str | None
+
+
+def _decode_tile(codec: "Codec", task: _TileDecoding, progress: Progress = no_progress) -> tuple[np.ndarray, bool]:
+    """A tile's RGB pixels and whether it is learned."""
+    header, streams = container.unpack(task.data, task.name)
+    if header.pixels is not None:
+        return _lossless_pixels(header), False
+    return codec._decode_colours(header, streams, task.name, task.synthesis), True
+
+
 def _check_synthesis(synthesis: str) -> None:
     if synthesis not in container.SYNTHESIS_KINDS:
         raise BgcodecError(f"synthesis must be one of {', '.join(container.SYNTHESIS_KINDS)}, got {synthesis!r}")
@@ -183,7 +230,7 @@ class Codec:
     def encode(self, image: np.ndarray, lmbda: float, *, depth: int | None = None, synthesis: str = "full",
                effort: int = 0, progress: Progress = no_progress, lossless_fallback: bool = True,
                metadata: dict[str, bytes] | None = None, return_reconstruction: bool = False,
-               tile_size: int = TILE_SIZE):
+               tile_size: int = TILE_SIZE, tile_runner: TileRunner | None = None):
         """Compress an image at λ (CLI convention) into .bgv bytes.
 
         ``image`` is HxW or HxWxC uint8 with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4
@@ -192,7 +239,8 @@ class Codec:
         bytes stored losslessly (tiny images, strips) is stored so. ``metadata`` ("icc",
         "exif", "xmp" bytes, see imageio.read_metadata) is carried in the file as it is.
         An image larger than ``tile_size`` on a side is coded as independent tiles
-        (container.tile_boxes), one at a time, reporting each to ``progress``.
+        (container.tile_boxes), one at a time, reporting each to ``progress``, or by
+        ``tile_runner`` (see TileRunner).
         ``depth`` keeps only the first latents (the rest decode to their prior means).
         ``synthesis`` ("full" or "shallow") is recorded as the file's default decoder.
         ``effort`` > 0 refines the latents with SGA for that synthesis
@@ -221,39 +269,36 @@ class Codec:
             if not return_reconstruction:
                 return data
             return data, join_planes(self._synthesize(h, lmbda_model, height, width, synthesis), alpha, gray)
-        tiles, reconstruction = self._code_tiles(rgb, boxes, lmbda_model, depth, synthesis, effort, progress,
-                                                 lossless_fallback, return_reconstruction)
+        tasks = [_TileEncoding(np.ascontiguousarray(rgb[top:top + h, left:left + w]), lmbda_model, depth, synthesis,
+                               effort, lossless_fallback, return_reconstruction) for top, left, h, w in boxes]
+        tiles, learned = [], []
+        reconstruction = np.empty_like(rgb) if return_reconstruction else None
+        for number, (tile, is_learned, pixels) in enumerate(self._run_tiles(_encode_tile, tasks, progress,
+                                                                             tile_runner, effort)):
+            tiles.append(tile)
+            learned.append(is_learned)
+            if reconstruction is not None:
+                top, left, h, w = boxes[number]
+                reconstruction[top:top + h, left:left + w] = pixels
+        if reconstruction is not None:
+            smooth_tile_borders(reconstruction, boxes, learned)
         header = container.Header(model_id=self.identity, lmbda=lmbda_model, height=height, width=width,
                                   synthesis=synthesis, index_checksum=0, tile_size=tile_size, tiles=tuple(tiles),
                                   **parts)
         data = container.pack(header, [])
         return (data, join_planes(reconstruction, alpha, gray)) if return_reconstruction else data
 
-    def _code_tiles(self, rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], lmbda_model: float, depth: int,
-                    synthesis: str, effort: int, progress: Progress, lossless_fallback: bool,
-                    reconstruct: bool) -> tuple[list[bytes], np.ndarray | None]:
-        """The files of an RGB image's tiles, one tile at a time, and (with ``reconstruct``)
-        the image the decoder will produce."""
-        reconstruction = np.empty_like(rgb) if reconstruct else None
-        tiles, learned = [], []
-        for number, (top, left, height, width) in enumerate(boxes):
-            tile = np.ascontiguousarray(rgb[top:top + height, left:left + width])
-            tile_progress = _tile_progress(progress, number, len(boxes))
-            header, streams, h = self._code_colours(tile, lmbda_model, depth, synthesis, effort, tile_progress)
-            tiles.append(container.pack(header, streams))
-            lossless = _lossless(header, tile) if lossless_fallback else None
-            learned.append(lossless is None or len(lossless) >= len(tiles[-1]))
-            if not learned[-1]:
-                tiles[-1] = lossless
-            elif reconstruct:
-                tile = self._synthesize(h, lmbda_model, height, width, synthesis)
-            if reconstruct:
-                reconstruction[top:top + height, left:left + width] = tile
-            if not effort:
-                progress(number + 1, len(boxes), f"tile {number + 1}/{len(boxes)}")
-        if reconstruction is not None:
-            smooth_tile_borders(reconstruction, boxes, learned)
-        return tiles, reconstruction
+    def _run_tiles(self, work: Callable, tasks: list, progress: Progress, runner: TileRunner | None,
+                   effort: int = 0) -> Iterator:
+        """``work(codec, task)`` of every tile, in order: here (with each tile's share of
+        ``progress`` when it reports iterations) or by ``runner``; ``progress`` counts tiles."""
+        results = (runner(work, tasks) if runner is not None else
+                   (work(self, task, _tile_progress(progress, number, len(tasks)) if effort else no_progress)
+                    for number, task in enumerate(tasks)))
+        for number, result in enumerate(results):
+            if not effort or runner is not None:
+                progress(number + 1, len(tasks), f"tile {number + 1}/{len(tasks)}")
+            yield result
 
     def _check_depth(self, depth: int | None) -> int:
         num_latents = self.model.cfg.num_latents
@@ -301,13 +346,15 @@ class Codec:
 
     @torch.no_grad()
     def decode(self, data: bytes, name: str = "<input>", max_pixels: int = DEFAULT_MAX_PIXELS,
-               synthesis: str | None = None, progress: Progress = no_progress) -> np.ndarray:
+               synthesis: str | None = None, progress: Progress = no_progress,
+               tile_runner: TileRunner | None = None) -> np.ndarray:
         """Decompress .bgv bytes into an HxWxC uint8 image with the channels that were encoded
         (1 gray, 2 gray + alpha, 3 RGB, 4 RGBA); raises FormatError naming ``name``.
 
         Files claiming more than ``max_pixels`` pixels are refused before any work.
         ``synthesis`` overrides the file's recorded synthesis ("full" or "shallow").
-        The tiles of a tiled file are decoded one at a time, each reported to ``progress``.
+        The tiles of a tiled file are decoded one at a time, each reported to ``progress``,
+        or by ``tile_runner`` (see TileRunner).
         """
         if synthesis is not None:
             _check_synthesis(synthesis)
@@ -325,26 +372,23 @@ class Codec:
                                    tile_pixels=header.width * header.height)  # a file of an older bgcodec may be large
             rgb = self._decode_colours(header, streams, name, synthesis)
         else:
-            rgb = self._decode_tiles(header, name, synthesis, progress)
+            rgb = self._decode_tiles(header, name, synthesis, progress, tile_runner)
         alpha = None if header.alpha is None else np.frombuffer(header.alpha, np.uint8).reshape(rgb.shape[:2])
         return join_planes(rgb, alpha, header.gray)
 
-    def _decode_tiles(self, header: container.Header, name: str, synthesis: str | None,
-                      progress: Progress) -> np.ndarray:
-        """The RGB image of a tiled file, one tile at a time, its seams filtered."""
+    def _decode_tiles(self, header: container.Header, name: str, synthesis: str | None, progress: Progress,
+                      runner: TileRunner | None) -> np.ndarray:
+        """The RGB image of a tiled file, its seams filtered."""
         boxes = container.tile_boxes(header.height, header.width, header.tile_size)
         resources.check_memory(header.width, header.height, resources.DECODE_BYTES_PER_PIXEL, name, "decoding",
                                tile_pixels=boxes[0][2] * boxes[0][3])
         rgb = np.empty((header.height, header.width, 3), np.uint8)
+        tasks = [_TileDecoding(tile, f"{name}: tile {number + 1}", synthesis) for number, tile in enumerate(header.tiles)]
         learned = []
-        for number, ((top, left, height, width), tile) in enumerate(zip(boxes, header.tiles)):
-            tile_name = f"{name}: tile {number + 1}"
-            tile_header, tile_streams = container.unpack(tile, tile_name)
-            learned.append(tile_header.pixels is None)
-            rgb[top:top + height, left:left + width] = (
-                self._decode_colours(tile_header, tile_streams, tile_name, synthesis) if learned[-1]
-                else _lossless_pixels(tile_header))
-            progress(number + 1, len(boxes), f"tile {number + 1}/{len(boxes)}")
+        for (top, left, height, width), (pixels, is_learned) in zip(
+                boxes, self._run_tiles(_decode_tile, tasks, progress, runner)):
+            rgb[top:top + height, left:left + width] = pixels
+            learned.append(is_learned)
         smooth_tile_borders(rgb, boxes, learned)
         return rgb
 

@@ -152,6 +152,25 @@ def test_a_parallel_batch_writes_the_same_files_and_the_same_errors(tmp_path, la
 
 
 @pytest.mark.slow
+def test_the_tiles_of_a_single_input_go_to_parallel_workers(tmp_path, lam):
+    from bgcodec.config import TILE_SIZE
+
+    write_png(tmp_path / "wide.png", 24, TILE_SIZE + 76, seed=4)
+    for j in (1, 2):
+        result = bgcodec_process("encode", "wide.png", "-l", lam, "-o", f"wide{j}.bgv", "-j", str(j), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr.decode()
+    assert (tmp_path / "wide1.bgv").read_bytes() == (tmp_path / "wide2.bgv").read_bytes()
+    for j in (1, 2):
+        result = bgcodec_process("decode", "wide1.bgv", "-o", f"wide{j}.png", "-j", str(j), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr.decode()
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "wide1.png")), np.asarray(Image.open(tmp_path / "wide2.png")))
+    (tmp_path / "cut.bgv").write_bytes((tmp_path / "wide1.bgv").read_bytes()[:-40])
+    result = bgcodec_process("decode", "cut.bgv", "-o", "cut.png", "-j", "2", cwd=tmp_path)
+    assert result.returncode == 1 and len(error_lines(result.stderr.decode())) == 1
+    assert b"Traceback" not in result.stderr and not (tmp_path / "cut.png").exists()
+
+
+@pytest.mark.slow
 def test_batch_with_a_bad_input_in_a_process(tmp_path, lam):
     write_png(tmp_path / "one.png", 16, 16, seed=1)
     write_png(tmp_path / "two.png", 24, 32, seed=2)

@@ -217,6 +217,24 @@ def test_each_tile_is_a_file_of_its_own_and_only_the_seams_are_filtered(lively, 
     assert all(np.abs(seams - y).min() <= 2 or abs(x - 64) <= 2 for y, x in changed)
 
 
+def test_a_tile_runner_gets_picklable_work_and_gives_the_same_file(lively, tiled_image_and_file):
+    import pickle
+
+    image, data, recon, _ = tiled_image_and_file
+    handed = []
+
+    def runner(work, tasks):  # as worker processes would see them: pickled, with a codec of their own
+        handed.append(len(tasks))
+        return (pickle.loads(pickle.dumps(work))(lively, pickle.loads(pickle.dumps(task))) for task in tasks)
+
+    reports = []
+    again, again_recon = lively.encode(image, LMBDA, tile_size=64, return_reconstruction=True, tile_runner=runner,
+                                       progress=lambda *report: reports.append(report))
+    assert again == data and np.array_equal(again_recon, recon)
+    assert np.array_equal(lively.decode(data, tile_runner=runner), recon)
+    assert handed == [6, 6] and reports[-1] == (6, 6, "tile 6/6")
+
+
 def test_an_image_within_one_tile_is_coded_as_before(lively):
     image = smooth_image(64, 100, seed=2)
     data = lively.encode(image, LMBDA, tile_size=128)

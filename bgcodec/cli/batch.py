@@ -158,11 +158,15 @@ _worker_codecs: dict[tuple[str | None, str], object] = {}
 
 class CodecHolder:
     """Names the codec a command uses and loads it on first use: once per command, and once
-    per worker process when the batch runs in several (the holder travels pickled)."""
+    per worker process when the batch runs in several (the holder travels pickled). When a
+    batch of one input may use ``tile_workers`` > 1 processes, the tiles of a large image go
+    to that many workers, started on the first tiled image (``tile_runner``)."""
 
     def __init__(self, weights: str | None, device: str) -> None:
         self.weights, self.device = weights, device
         self._codec = None
+        self.tile_workers = 1
+        self._tile_pool = None
 
     def get(self):
         if self._codec is None:
@@ -173,8 +177,23 @@ class CodecHolder:
         return self.weights, self.device
 
     def __setstate__(self, state: tuple[str | None, str]) -> None:
-        self.weights, self.device = state
+        self.__init__(*state)
         self._codec = _worker_codecs.get(state)
+
+    def tile_runner(self):
+        """A codec.TileRunner over the tile workers, or None to code tiles here."""
+        return self._run_tiles if self.tile_workers > 1 else None
+
+    def _run_tiles(self, work: Callable, tasks: list):
+        if self._tile_pool is None:
+            self._tile_pool = _worker_pool(self.tile_workers, quiet=True)
+        return self._tile_pool.map(_run_tile, [(self, work, task) for task in tasks])
+
+    def close(self) -> None:
+        """Stop the tile workers, if any were started."""
+        if self._tile_pool is not None:
+            _stop_pool(self._tile_pool)
+            self._tile_pool = None
 
     def _load(self):
         # Passive OpenMP workers, read when torch is first imported just below: busy-waiting
@@ -198,6 +217,12 @@ class CodecHolder:
 _workers = 1
 """How many processes share the batch (set in each worker)."""
 
+
+def _run_tile(holder_work_task: tuple[CodecHolder, Callable, object]):
+    """In a tile worker: one tile's work with the worker's codec."""
+    holder, work, task = holder_work_task
+    return work(holder.get(), task)
+
 Task = Callable[[Job, Reporter], None]
 """What a command does with one input; a picklable object when the batch runs in workers."""
 
@@ -213,11 +238,18 @@ def run_batch(ctx: click.Context, jobs: list[Job], task: Task, reporter: Reporte
         workers = idle_cores()
     bar = ProgressBar(label, reporter, shown=len(jobs) > 1 and reporter.shows_bars())
     parallel = workers > 1 and len(jobs) > 1 and all(job.source != STDIO and job.dest is not None for job in jobs)
+    holder = getattr(task, "holder", None)
     with run_ends_cleanly(ctx, reporter), bar:
         if parallel:
             failures = _run_in_workers(jobs, task, reporter, bar, min(workers, len(jobs)))
         else:
-            failures = _run_here(jobs, task, reporter, bar)
+            if holder is not None:
+                holder.tile_workers = workers
+            try:
+                failures = _run_here(jobs, task, reporter, bar)
+            finally:
+                if holder is not None:
+                    holder.close()
         bar(len(jobs), len(jobs), "")
     if len(jobs) > 1:
         tail = f" ({failures} failed)" if failures else ""
@@ -240,14 +272,9 @@ def _run_in_workers(jobs: list[Job], task: Task, reporter: Reporter, bar: Progre
     """The jobs spread over worker processes that each load the model once; their notes and
     statistics go to stderr as they come, errors are counted and printed here."""
     import concurrent.futures
-    import multiprocessing
 
-    # Forking is fast, but only safe before torch has started its thread pools.
-    fork = "fork" in multiprocessing.get_all_start_methods() and "torch" not in sys.modules
-    context = multiprocessing.get_context("fork" if fork else "spawn")
     failures = 0
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                                initargs=(workers, reporter.quiet)) as pool:
+    with _worker_pool(workers, reporter.quiet) as pool:
         pending = {pool.submit(_work, task, job): job for job in jobs}
         try:
             for done, future in enumerate(concurrent.futures.as_completed(pending), 1):
@@ -259,11 +286,27 @@ def _run_in_workers(jobs: list[Job], task: Task, reporter: Reporter, bar: Progre
                     reporter.error(error)
                 bar(done, len(jobs), pending[future].name)
         except BaseException:  # Ctrl-C, SIGTERM or a fatal error: stop the workers; they remove their temporary files
-            for process in getattr(pool, "_processes", {}).values():
-                process.terminate()
-            pool.shutdown(wait=True, cancel_futures=True)
+            _stop_pool(pool)
             raise
     return failures
+
+
+def _worker_pool(workers: int, quiet: bool):
+    """A process pool whose workers each load the model once and take their share of the idle cores."""
+    import concurrent.futures
+    import multiprocessing
+
+    # Forking is fast, but only safe before torch has started its thread pools.
+    fork = "fork" in multiprocessing.get_all_start_methods() and "torch" not in sys.modules
+    context = multiprocessing.get_context("fork" if fork else "spawn")
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                                  initargs=(workers, quiet))
+
+
+def _stop_pool(pool) -> None:
+    for process in getattr(pool, "_processes", {}).values():
+        process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 _worker_reporter: Reporter | None = None

@@ -75,8 +75,8 @@ def output_options(ext: str, what: str):
     def decorate(f):
         f = click.option("-v", "--verbose", is_flag=True, help="Also print each file's coding time.")(f)
         f = click.option("-j", "--jobs", "jobs_count", type=click.IntRange(min=1), default=None, metavar="N",
-                         help="Code the inputs in N processes, each loading the model once (default: as many "
-                         "as the cores that other work leaves idle; one for a single input).")(f)
+                         help="Code the inputs in N processes, each loading the model once, or the tiles of a "
+                         "single large input (default: as many as the cores that other work leaves idle).")(f)
         f = click.option("--quiet", is_flag=True, help="Print only errors (no notes, statistics, progress bar).")(f)
         f = click.option(
             "-f",
@@ -218,7 +218,7 @@ class _Encode:
         for note in notes:
             reporter.note(job.name, note)
         options = {"synthesis": self.synthesis, "effort": self.effort,
-                   "metadata": {} if self.strip else read_metadata(data)}
+                   "metadata": {} if self.strip else read_metadata(data), "tile_runner": self.holder.tile_runner()}
         started = time.perf_counter()
         try:
             bits, chosen = _encode_one(self.holder.get(), image, self.lmbda, self.target, options, reporter, job.name)
@@ -338,7 +338,8 @@ class _Decode:
         header, _ = container.unpack(data, job.name)  # a foreign or corrupt file fails before the model loads
         started = time.perf_counter()
         with ProgressBar(job.name, reporter, shown=header.tiles is not None and reporter.shows_bars()) as bar:
-            image = self.holder.get().decode(data, job.name, self.max_pixels, self.synthesis, progress=bar)
+            image = self.holder.get().decode(data, job.name, self.max_pixels, self.synthesis, progress=bar,
+                                             tile_runner=self.holder.tile_runner())
         seconds = time.perf_counter() - started
         metadata = {field: getattr(header, field) for field in METADATA if getattr(header, field) is not None}
         write_output(job, lambda f: save_image(image, f, format=fmt, metadata=metadata), self.force)
