@@ -10,7 +10,9 @@ operation's. Rows:
   temporary file for the decode row);
 * ``decode``: imports and weights, the .bgv bytes, then ``Codec.decode``;
 * with ``--cli``, ``bgcodec encode`` of the image as a PNG and ``bgcodec decode`` of its
-  file to a PNG, whole processes (reading and writing the files included).
+  file to a PNG, whole processes (reading and writing the files included), once per
+  ``--jobs`` value (with ``-j`` > 1 the tiles of a large image go to that many workers;
+  the peak is then the largest single process's).
 
 "peak before" is ru_maxrss just before the measured call, "peak" the one after it;
 their difference is what the operation itself added on top of the setup's peak.
@@ -20,6 +22,7 @@ Prints a Markdown table.
     python benchmarks/memory.py --width 1920 --height 1080 --weights random:tiny
     python benchmarks/memory.py --width 1024 --height 1024 --effort 1   # SGA encoding
     python benchmarks/memory.py --width 8192 --height 8192 --cli        # 64 MP, tiled
+    python benchmarks/memory.py --width 4096 --height 4096 --cli --jobs 1,2   # tiles in 2 workers
 
 The codec runs in float64 with torch's thread count (bgcodec.codec); SGA (--effort) in
 float32.
@@ -125,10 +128,10 @@ print(json.dumps({"peak_mib": peak / 2**20 if sys.platform == "darwin" else peak
 """
 
 
-def run_cli(op: str, args: argparse.Namespace, bgv: str, image: str, lmbda: float) -> dict:
+def run_cli(op: str, args: argparse.Namespace, bgv: str, image: str, lmbda: float, jobs: int) -> dict:
     """Peak RSS and wall time of a whole bgcodec process, measured by a small parent of its own."""
     png = image[:-4] + ".png"
-    command = [sys.executable, "-m", "bgcodec", op, png if op == "encode" else bgv, "-f", "-o",
+    command = [sys.executable, "-m", "bgcodec", op, png if op == "encode" else bgv, "-f", "-j", str(jobs), "-o",
                bgv if op == "encode" else png[:-4] + "-decoded.png"]
     if op == "encode":
         command += ["-l", str(lmbda), "-e", str(args.effort)]
@@ -147,6 +150,7 @@ def main() -> None:
                         help="λ (CLI convention; default: geometric middle of the weights' range)")
     parser.add_argument("--effort", type=int, default=0, help="encoder effort (SGA), 0..3")
     parser.add_argument("--cli", action="store_true", help="also whole bgcodec encode / decode processes")
+    parser.add_argument("--jobs", default="1", help="-j values of the --cli rows, comma-separated")
     parser.add_argument("--child", choices=["make-image", "setup", "encode", "decode"], help=argparse.SUPPRESS)
     parser.add_argument("--bgv", help=argparse.SUPPRESS)
     parser.add_argument("--image", help=argparse.SUPPRESS)
@@ -162,8 +166,8 @@ def main() -> None:
         run_child("make-image", args, bgv, image)  # so that no measured process pays for making it
         rows = [(op, run_child(op, args, bgv, image)) for op in ("setup", "encode", "decode")]
         if args.cli:
-            rows += [(f"bgcodec {op}", run_cli(op, args, bgv, image, rows[1][1]["lambda"]))
-                     for op in ("encode", "decode")]
+            rows += [(f"bgcodec {op} -j {jobs}", run_cli(op, args, bgv, image, rows[1][1]["lambda"], int(jobs)))
+                     for jobs in args.jobs.split(",") for op in ("encode", "decode")]
     size = f"{args.width}x{args.height}"
     pixels = args.width * args.height
     print(f"Peak RSS, {size} synthetic image, weights `{rows[1][1]['weights']}`, CPU, "
@@ -179,7 +183,7 @@ def main() -> None:
             "decode": "from the encode row's bytes",
             "bgcodec encode": "whole process, PNG in",
             "bgcodec decode": "whole process, PNG out",
-        }[op]
+        }[op.split(" -j")[0]]
         time_cell = "" if op == "setup" else f"{r['seconds']:.1f}"
         before = r.get("peak_before_mib")
         added_cell = "" if op == "setup" or before is None else f"{r['peak_mib'] - before:,.0f}"
