@@ -14,20 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+from processes import checkout_env, wall_seconds
 
-
-def timed(command: list[str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(command, check=True, env=ENV, capture_output=True)
-    return time.perf_counter() - started
+ENV = checkout_env()
 
 
 def main() -> None:
@@ -48,10 +41,10 @@ def main() -> None:
                 coded, decoded = Path(tmp) / f"bgv{jobs}", Path(tmp) / f"png{jobs}"
                 encode = [*bgcodec, "encode", *map(str, images), "-l", args.lmbda, "-o", f"{coded}/", "-f",
                           "-j", str(jobs), "--quiet"]
-                seconds.setdefault(("encode", jobs), []).append(timed(encode))
+                seconds.setdefault(("encode", jobs), []).append(wall_seconds(encode, ENV))
                 files = sorted(coded.glob("*.bgv"))
                 decode = [*bgcodec, "decode", *map(str, files), "-o", f"{decoded}/", "-f", "-j", str(jobs), "--quiet"]
-                seconds.setdefault(("decode", jobs), []).append(timed(decode))
+                seconds.setdefault(("decode", jobs), []).append(wall_seconds(decode, ENV))
                 written[jobs] = [f.read_bytes() for f in files]
         same = all(written[jobs] == written[counts[0]] for jobs in counts)
     load = f", load average {os.getloadavg()[0]:.2f} at the end" if hasattr(os, "getloadavg") else ""

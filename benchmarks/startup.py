@@ -19,10 +19,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from processes import REPO, checkout_env, wall_seconds
+
 ENV = dict(os.environ)
 
 STAGES = """
@@ -40,19 +40,13 @@ print(json.dumps({name: b - a for name, a, b in zip(names, t, t[1:])}))
 """
 
 
-def wall(command: list[str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(command, check=True, env=ENV, capture_output=True)
-    return time.perf_counter() - started
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default=None, help="weights (default: the shipped file)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--repo", type=Path, default=REPO, help="the bgcodec checkout to measure (default: this one)")
     args = parser.parse_args()
-    ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.repo), os.environ.get("PYTHONPATH")]))
+    ENV.update(checkout_env(args.repo))
     import numpy as np
     from PIL import Image
 
@@ -71,7 +65,7 @@ def main() -> None:
         stages: list[dict[str, float]] = []
         for _ in range(args.repeat):
             for name, command in commands.items():
-                times[name].append(wall(command))
+                times[name].append(wall_seconds(command, ENV))
             child = subprocess.run([sys.executable, "-c", STAGES, args.weights or ""], check=True, env=ENV,
                                    capture_output=True, text=True)
             stages.append(json.loads(child.stdout))
