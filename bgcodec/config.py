@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ class BGVAEConfig:
     dec_kernels: tuple[int, ...] = (1, 3, 5, 7, 7)
     dec_mlp_ratios: tuple[float, ...] = (4.0, 3.0, 2.0, 1.75, 1.5)
     dec_pre_blocks: tuple[int, ...] = (0, 1, 1, 1)
-    latent_channels: tuple[int, ...] = (32, 32, 96, 8)
+    latent_channels: tuple[int | tuple[int, ...], ...] = (32, 32, 96, 8)
+    """Channels of each latent per stage: one number for all latents of the stage, or one per
+    latent (uneven groups, see uneven_groups)."""
     latents_per_stage: tuple[int, ...] = (1, 2, 3, 3)
     stride4_depth: int = 8
     cross_attention: tuple[bool, ...] = (True, True, True, True)
@@ -45,6 +48,15 @@ class BGVAEConfig:
     def num_latents(self) -> int:
         return sum(self.latents_per_stage)
 
+    def stage_channels(self, stage: int) -> tuple[int, ...]:
+        """The channels of each latent of a stage, in coding order."""
+        channels, count = self.latent_channels[stage], self.latents_per_stage[stage]
+        if isinstance(channels, int):
+            return (channels,) * count
+        if len(channels) != count:
+            raise ValueError(f"stage {stage}: {len(channels)} latent widths for {count} latents")
+        return tuple(channels)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -54,30 +66,54 @@ class BGVAEConfig:
         unknown = set(d) - fields
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return cls(**{k: _tuples(v) for k, v in d.items()})
 
+
+def _tuples(value):
+    """JSON lists back to (nested) tuples."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def uneven_groups(total: int, count: int, exponent: float = 1.7) -> tuple[int, ...]:
+    """``total`` channels split into ``count`` growing groups, the i-th ∝ i^exponent (floored,
+    the remainder to the last): the first latents are cheap context for the later ones
+    ("Causal Context Adjustment Loss for Learned Image Compression").
+
+    >>> uneven_groups(320, 5)
+    (8, 28, 56, 92, 136)
+    """
+    weights = [(i + 1) ** exponent for i in range(count)]
+    sizes = [math.floor(total * w / sum(weights)) for w in weights]
+    sizes[-1] += total - sum(sizes)
+    return tuple(sizes)
+
+
+# What 2 CPU cores can train: 6.40 M parameters (plus 0.14 M in the shallow synthesis).
+# The stride-8 path is 64 channels wide with 16 channels per latent: narrower, it capped
+# Kodak's PSNR (docs/DESIGN.md, `small` config).
+SMALL = BGVAEConfig(
+    enc_widths=(32, 64, 96, 128, 128),
+    enc_depths=(1, 1, 1, 1, 1),
+    enc_kernels=(3, 3, 3, 3, 1),
+    dec_widths=(128, 128, 96, 64, 32),
+    dec_kernels=(1, 3, 3, 3, 3),
+    dec_mlp_ratios=(2.0, 2.0, 2.0, 1.5, 1.5),
+    dec_pre_blocks=(0, 1, 1, 1),
+    latent_channels=(16, 16, 32, 16),
+    stride4_depth=1,
+    cross_attention=(True, True, False, False),
+    lmbda_range=(1.0, 2048.0),
+    head_bias="shared",
+)
 
 CONFIGS: dict[str, BGVAEConfig] = {
     # The published layout, for GPU users: 95.7 M parameters (the paper reports 97.4 M; its
     # cross-attention design is not public, ours has no MLP, see docs/DESIGN.md).
     "paper": BGVAEConfig(),
-    # What 2 CPU cores can train: 6.40 M parameters (plus 0.14 M in the shallow synthesis).
-    # The stride-8 path is 64 channels wide with 16 channels per latent: narrower, it
-    # capped Kodak's PSNR (docs/DESIGN.md, `small` config).
-    "small": BGVAEConfig(
-        enc_widths=(32, 64, 96, 128, 128),
-        enc_depths=(1, 1, 1, 1, 1),
-        enc_kernels=(3, 3, 3, 3, 1),
-        dec_widths=(128, 128, 96, 64, 32),
-        dec_kernels=(1, 3, 3, 3, 3),
-        dec_mlp_ratios=(2.0, 2.0, 2.0, 1.5, 1.5),
-        dec_pre_blocks=(0, 1, 1, 1),
-        latent_channels=(16, 16, 32, 16),
-        stride4_depth=1,
-        cross_attention=(True, True, False, False),
-        lmbda_range=(1.0, 2048.0),
-        head_bias="shared",
-    ),
+    "small": SMALL,
+    # `small` with the 48 channels of its stride-8 latents in growing groups of 4, 14 and 30
+    # (uneven_groups) instead of 16 each: the experiment of uneven channel groups.
+    "small-uneven": dataclasses.replace(SMALL, latent_channels=(16, 16, 32, uneven_groups(48, 3))),
     # Smallest config that still exercises every code path; for tests.
     "tiny": BGVAEConfig(
         enc_widths=(16, 24, 32, 32, 32),

@@ -246,7 +246,7 @@ class TopDownStage(nn.Module):
         w, k, r = cfg.dec_widths[i], cfg.dec_kernels[i], cfg.dec_mlp_ratios[i]
         self.blocks = nn.ModuleList(BConvNeXt(w, k, r) for _ in range(cfg.dec_pre_blocks[i]))
         self.latents = nn.ModuleList(
-            latent_block(w, cfg.latent_channels[i], tap_width, k, r) for _ in range(cfg.latents_per_stage[i])
+            latent_block(w, channels, tap_width, k, r) for channels in cfg.stage_channels(i)
         )
 
 

@@ -550,3 +550,20 @@ def test_half_precision_weights_round_trip(lively, tmp_path):
     data, recon = codec.encode(image, 0.02, return_reconstruction=True)
     assert np.array_equal(codec.decode(data), recon)
     assert path.stat().st_size < 0.6 * sum(p.numel() * 4 for p in lively.model.parameters())
+
+
+def test_uneven_latent_groups_survive_the_weights_file_and_code_for_real(tmp_path):
+    from bgcodec.config import CONFIGS
+    from bgcodec.model import BGVAE
+
+    cfg = dataclasses.replace(CONFIGS["tiny"], latent_channels=(4, 4, 4, (2, 4, 6)))
+    torch.manual_seed(4)
+    path = tmp_path / "uneven.safetensors"
+    weights.save_model(perturb(BGVAE(cfg)), path)
+    codec = Codec.load(str(path), "cpu")
+    assert codec.model.cfg == cfg and codec.model.cfg.stage_channels(3) == (2, 4, 6)
+    image = smooth_image(40, 72, seed=6)
+    data, reconstruction = codec.encode(image, LMBDA, lossless_fallback=False, return_reconstruction=True)
+    assert np.array_equal(codec.decode(data), reconstruction)
+    with pytest.raises(ValueError, match="2 latent widths for 3 latents"):
+        BGVAE(dataclasses.replace(cfg, latent_channels=(4, 4, 4, (2, 4))))

@@ -264,7 +264,7 @@ def test_encode_latents_shapes_and_dtypes(tiny_lively):
     symbols, log_scales, h = encode_latents(tiny_lively, taps, lm)
     cfg = tiny_lively.cfg
     strides = [64] + [32] * 2 + [16] * 3 + [8] * 3
-    channels = [c for c, n in zip(cfg.latent_channels, cfg.latents_per_stage) for _ in range(n)]
+    channels = [c for stage in range(4) for c in cfg.stage_channels(stage)]
     for s, ls, st, c in zip(symbols, log_scales, strides, channels):
         assert s.shape == ls.shape == (1, c, 64 // st, 128 // st)
         assert s.dtype == np.int64 and ls.dtype == np.float32
