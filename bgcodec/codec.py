@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -130,7 +130,7 @@ def _tile_progress(progress: Progress, tile: int, tiles: int) -> Progress:
     return lambda done, total, label: progress(tile * total + done, tiles * total, f"tile {tile + 1}/{tiles}")
 
 
-TileRunner = Callable[[Callable, list], Iterator]
+TileRunner = Callable[[Callable, Iterable], Iterator]
 """Runs ``work(codec, task)`` for each tile's task and yields the results in order. A Codec
 runs its tiles itself; the command line passes a runner that hands them to worker processes,
 each with its own Codec (tasks and results are picklable)."""
@@ -269,11 +269,11 @@ class Codec:
             if not return_reconstruction:
                 return data
             return data, join_planes(self._synthesize(h, lmbda_model, height, width, synthesis), alpha, gray)
-        tasks = [_TileEncoding(np.ascontiguousarray(rgb[top:top + h, left:left + w]), lmbda_model, depth, synthesis,
-                               effort, lossless_fallback, return_reconstruction) for top, left, h, w in boxes]
+        tasks = (_TileEncoding(np.ascontiguousarray(rgb[top:top + h, left:left + w]), lmbda_model, depth, synthesis,
+                               effort, lossless_fallback, return_reconstruction) for top, left, h, w in boxes)
         tiles, learned = [], []
         reconstruction = np.empty_like(rgb) if return_reconstruction else None
-        for number, (tile, is_learned, pixels) in enumerate(self._run_tiles(_encode_tile, tasks, progress,
+        for number, (tile, is_learned, pixels) in enumerate(self._run_tiles(_encode_tile, tasks, len(boxes), progress,
                                                                              tile_runner, effort)):
             tiles.append(tile)
             learned.append(is_learned)
@@ -288,16 +288,17 @@ class Codec:
         data = container.pack(header, [])
         return (data, join_planes(reconstruction, alpha, gray)) if return_reconstruction else data
 
-    def _run_tiles(self, work: Callable, tasks: list, progress: Progress, runner: TileRunner | None,
-                   effort: int = 0) -> Iterator:
-        """``work(codec, task)`` of every tile, in order: here (with each tile's share of
-        ``progress`` when it reports iterations) or by ``runner``; ``progress`` counts tiles."""
+    def _run_tiles(self, work: Callable, tasks: Iterable, count: int, progress: Progress,
+                   runner: TileRunner | None, effort: int = 0) -> Iterator:
+        """``work(codec, task)`` of each of the ``count`` tiles, in order: here, one task made
+        at a time (with each tile's share of ``progress`` when it reports iterations), or by
+        ``runner``; ``progress`` counts tiles."""
         results = (runner(work, tasks) if runner is not None else
-                   (work(self, task, _tile_progress(progress, number, len(tasks)) if effort else no_progress)
+                   (work(self, task, _tile_progress(progress, number, count) if effort else no_progress)
                     for number, task in enumerate(tasks)))
         for number, result in enumerate(results):
             if not effort or runner is not None:
-                progress(number + 1, len(tasks), f"tile {number + 1}/{len(tasks)}")
+                progress(number + 1, count, f"tile {number + 1}/{count}")
             yield result
 
     def _check_depth(self, depth: int | None) -> int:
@@ -383,10 +384,10 @@ class Codec:
         resources.check_memory(header.width, header.height, resources.DECODE_BYTES_PER_PIXEL, name, "decoding",
                                tile_pixels=boxes[0][2] * boxes[0][3])
         rgb = np.empty((header.height, header.width, 3), np.uint8)
-        tasks = [_TileDecoding(tile, f"{name}: tile {number + 1}", synthesis) for number, tile in enumerate(header.tiles)]
+        tasks = (_TileDecoding(tile, f"{name}: tile {number + 1}", synthesis) for number, tile in enumerate(header.tiles))
         learned = []
         for (top, left, height, width), (pixels, is_learned) in zip(
-                boxes, self._run_tiles(_decode_tile, tasks, progress, runner)):
+                boxes, self._run_tiles(_decode_tile, tasks, len(boxes), progress, runner)):
             rgb[top:top + height, left:left + width] = pixels
             learned.append(is_learned)
         smooth_tile_borders(rgb, boxes, learned)

@@ -224,6 +224,7 @@ def test_a_tile_runner_gets_picklable_work_and_gives_the_same_file(lively, tiled
     handed = []
 
     def runner(work, tasks):  # as worker processes would see them: pickled, with a codec of their own
+        tasks = list(tasks)
         handed.append(len(tasks))
         return (pickle.loads(pickle.dumps(work))(lively, pickle.loads(pickle.dumps(task))) for task in tasks)
 

@@ -9,7 +9,7 @@ import io
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -184,10 +184,10 @@ class CodecHolder:
         """A codec.TileRunner over the tile workers, or None to code tiles here."""
         return self._run_tiles if self.tile_workers > 1 else None
 
-    def _run_tiles(self, work: Callable, tasks: list):
+    def _run_tiles(self, work: Callable, tasks: Iterable):
         if self._tile_pool is None:
             self._tile_pool = _worker_pool(self.tile_workers, quiet=True)
-        return self._tile_pool.map(_run_tile, [(self, work, task) for task in tasks])
+        return self._tile_pool.map(_run_tile, ((self, work, task) for task in tasks))
 
     def close(self) -> None:
         """Stop the tile workers, if any were started."""
