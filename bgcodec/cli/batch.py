@@ -223,6 +223,7 @@ def _run_tile(holder_work_task: tuple[CodecHolder, Callable, object]):
     holder, work, task = holder_work_task
     return work(holder.get(), task)
 
+
 Task = Callable[[Job, Reporter], None]
 """What a command does with one input; a picklable object when the batch runs in workers."""
 
