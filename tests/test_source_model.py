@@ -11,7 +11,7 @@ from bgcodec.config import CONFIGS
 from bgcodec.errors import BgcodecError
 from bgcodec.model import BGVAE
 from bgcodec.train.loop import objective, rate_distortion, train
-from bgcodec.train.source_model import SourceModel, SourceRegulariser, fitted_penalty
+from bgcodec.train.source_model import SourceModel, SourceRegulariser
 
 from test_training import options
 
@@ -45,7 +45,7 @@ def test_no_gradient_reaches_the_source_model_in_the_codec_step_nor_the_codec_in
     im, lmbda = batch(1)
     out, rates = model(im, lmbda)
     before = [p.detach().clone() for p in regulariser.model.parameters()]
-    term = fitted_penalty(regulariser, out, im, lmbda)
+    term = regulariser.term(out, rates, im, lmbda)
     assert all(p.grad is None for p in model.parameters())  # the source model's step left the codec alone
     fitted = [p.detach().clone() for p in regulariser.model.parameters()]
     assert any(not torch.equal(a, b) for a, b in zip(before, fitted))
@@ -65,7 +65,7 @@ def test_weight_zero_gives_the_plain_loss_exactly():
     torch.manual_seed(5)  # the same training noise for both
     plain = objective(model, None, im, lmbda, opts)["loss"]
     torch.manual_seed(5)
-    regularised = objective(model, None, im, lmbda, opts, regulariser)
+    regularised = objective(model, None, im, lmbda, opts, [regulariser])
     assert torch.equal(plain, regularised["loss"])
     assert regularised["source_bpp"] > 0
 

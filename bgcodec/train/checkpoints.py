@@ -2,7 +2,7 @@
 (``--init``), its checkpoints (``--resume``) and the exported weights.
 
 Checkpoints are safetensors too: the tensors of the trained module, of the EMA model and
-of the optimizer's state (and of the source model of --it-weight with its optimizer), with
+of the optimizer's state (and of the regularisers' models with their optimizers), with
 the step, the options and the optimizers' parameter groups as JSON metadata.
 """
 
@@ -23,7 +23,6 @@ from ..files import atomic_path
 from ..model import HierarchicalVAE
 from ..weights import dense_cpu, read_config, read_weights, save_model, state_differences
 from .options import TrainOptions
-from .source_model import SourceRegulariser
 from .widening import grow_tensor
 
 
@@ -70,35 +69,36 @@ def _fold_head_bias(source: dict[str, torch.Tensor], target: dict[str, torch.Ten
 
 def save_checkpoint(path: Path, trained: torch.nn.Module, ema_model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, step: int, opts: TrainOptions, wall_s: float,
-                    source: SourceRegulariser | None = None) -> None:
+                    regularisers: dict | None = None) -> None:
     """``trained`` is what the optimizer trains: the model, or a GuidedStudent (model and
-    projectors). ``source`` is the source model of --it-weight with its own optimizer."""
+    projectors). ``regularisers`` (by prefix) have a model and an optimizer of their own."""
     tensors = {f"model.{k}": v for k, v in trained.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema_model.state_dict().items()})
     tensors.update(_optimizer_tensors("optim", optimizer))
     meta = {"step": str(step), "wall_seconds": str(round(wall_s, 1)), "options": json.dumps(dataclasses.asdict(opts)),
             "param_groups": json.dumps(optimizer.state_dict()["param_groups"])}
-    if source is not None:
-        tensors.update({f"source.{k}": v for k, v in source.model.state_dict().items()})
-        tensors.update(_optimizer_tensors("source_optim", source.optimizer))
-        meta["source_param_groups"] = json.dumps(source.optimizer.state_dict()["param_groups"])
+    for prefix, regulariser in (regularisers or {}).items():
+        tensors.update({f"{prefix}.{k}": v for k, v in regulariser.model.state_dict().items()})
+        tensors.update(_optimizer_tensors(f"{prefix}_optim", regulariser.optimizer))
+        meta[f"{prefix}_param_groups"] = json.dumps(regulariser.optimizer.state_dict()["param_groups"])
     with atomic_path(path) as tmp:
         save_file({k: dense_cpu(v) for k, v in tensors.items()}, tmp, metadata=meta)
 
 
 def load_checkpoint(path: Path, trained: torch.nn.Module, ema_model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, source: SourceRegulariser | None = None) -> tuple[int, float]:
-    """Restore a checkpoint; returns the step and the wall time spent so far. A source model
-    that the checkpoint lacks (the run had --it-weight 0) starts fresh."""
+                    optimizer: torch.optim.Optimizer, regularisers: dict | None = None) -> tuple[int, float]:
+    """Restore a checkpoint; returns the step and the wall time spent so far. A regulariser
+    that the checkpoint lacks (the run was started without it) starts fresh."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     trained.load_state_dict(_with_prefix(tensors, "model."))
     ema_model.load_state_dict(_with_prefix(tensors, "ema."))
     _load_optimizer(optimizer, tensors, "optim.", meta["param_groups"])
-    if source is not None and "source_param_groups" in meta:
-        source.model.load_state_dict(_with_prefix(tensors, "source."))
-        _load_optimizer(source.optimizer, tensors, "source_optim.", meta["source_param_groups"])
+    for prefix, regulariser in (regularisers or {}).items():
+        if f"{prefix}_param_groups" in meta:
+            regulariser.model.load_state_dict(_with_prefix(tensors, f"{prefix}."))
+            _load_optimizer(regulariser.optimizer, tensors, f"{prefix}_optim.", meta[f"{prefix}_param_groups"])
     return int(meta["step"]), float(meta.get("wall_seconds", 0))
 
 
@@ -126,7 +126,7 @@ def export_weights(path: Path, model: HierarchicalVAE, step: int, opts: TrainOpt
         "steps": step, "batch_size": opts.batch_size, "crop": opts.crop, "lr": opts.lr,
         "data": [str(d) for d in opts.data], "downscale_jpeg": opts.downscale_jpeg,
         "seed": opts.seed, "lambda_sampling": opts.sampled_lambdas, "synthetic_share": opts.synthetic_share,
-        "it_weight": opts.it_weight,
+        "it_weight": opts.it_weight, "cca_weight": opts.cca_weight,
         "init": opts.init, "teacher": opts.teacher,
         "guidance_weights": [opts.feature_weight, opts.reconstruction_weight] if opts.teacher else None,
         "wall_seconds": round(wall_s),

@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,9 +36,14 @@ from .curves import bound_curve, codec_curve
 from .data import CropSampler, load_training_image
 from .guidance import GuidedStudent, guidance_loss, teacher_targets
 from .options import TrainOptions
-from .source_model import SourceModel, SourceRegulariser, fitted_penalty
+from .cca import CausalContextRegulariser
+from .source_model import SourceModel, SourceRegulariser
 
 Log = Callable[[str], None]
+Regulariser = SourceRegulariser | CausalContextRegulariser
+"""A training term with a model of its own: ``term(out, rates, im, lmbda)`` fits that model
+and returns the codec's ``penalty`` and statistics; ``model`` and ``optimizer`` go into
+checkpoints."""
 
 
 def sample_lambdas(n: int, lo: float, hi: float, generator: torch.Generator,
@@ -97,9 +102,9 @@ class EMA:
 
 
 def objective(trained: torch.nn.Module, teacher: BoundVAE | None, im: torch.Tensor, lmbda: torch.Tensor,
-              opts: TrainOptions, source: SourceRegulariser | None = None) -> dict[str, torch.Tensor]:
-    """The loss to minimise and the statistics to log, for every kind of run. With ``source``
-    its model takes its own step first (bgcodec.train.source_model)."""
+              opts: TrainOptions, regularisers: Iterable[Regulariser] = ()) -> dict[str, torch.Tensor]:
+    """The loss to minimise and the statistics to log, for every kind of run. Each of the
+    ``regularisers`` fits its own model first, then adds its term."""
     if opts.shallow_only:
         # The shallow synthesis sees the quantised latents it will see when decoding.
         return rate_distortion(*trained(im, lmbda, noisy=False, synthesis="shallow"), im, lmbda)
@@ -113,10 +118,10 @@ def objective(trained: torch.nn.Module, teacher: BoundVAE | None, im: torch.Tens
         guidance = opts.feature_weight * feature_loss + opts.reconstruction_weight * reconstruction_loss
         stats["loss"] = stats["loss"] + guidance
         stats.update(feature_loss=feature_loss.detach(), teacher_mse=reconstruction_loss.detach())
-    if source is not None:
-        term = fitted_penalty(source, out, im, lmbda)
-        stats["loss"] = stats["loss"] + term["penalty"]
-        stats["source_bpp"] = term["source_bpp"]
+    for regulariser in regularisers:
+        term = regulariser.term(out, rates, im, lmbda)
+        stats["loss"] = stats["loss"] + term.pop("penalty")
+        stats.update(term)
     return stats
 
 
@@ -143,8 +148,8 @@ class Run:
     sampler: CropSampler
     lambda_generator: torch.Generator
     val_images: list[np.ndarray]
-    source: SourceRegulariser | None = None
-    """The source model of --it-weight and its optimiser."""
+    regularisers: dict[str, Regulariser] = field(default_factory=dict)
+    """Those of --it-weight ("source") and --cca-weight ("cca"), by checkpoint prefix."""
     step: int = 0
     started: float = 0.0
     window: list[dict] = field(default_factory=list)
@@ -216,13 +221,11 @@ def setup(opts: TrainOptions, log: Log) -> Run:
     trainable = [p for p in student.parameters() if p.requires_grad]
     ema = EMA(model, opts.ema_decay)
     optimizer = torch.optim.Adam(trainable, lr=opts.lr, fused=True)
-    source = None
-    if opts.it_weight:
-        source_model = SourceModel(model.cfg.lmbda_range).to(device, memory_format=torch.channels_last)
-        source = SourceRegulariser(source_model, opts.it_weight, opts.it_lr)
+    regularisers = _regularisers(opts, model, device)
     step, wall_before = 0, 0.0
     if resuming:
-        step, wall_before = load_checkpoint(out / "checkpoint.safetensors", student, ema.model, optimizer, source)
+        step, wall_before = load_checkpoint(out / "checkpoint.safetensors", student, ema.model, optimizer,
+                                            regularisers)
         log(f"resumed from {out / 'checkpoint.safetensors'} at step {step}")
     trained = torch.nn.parallel.DistributedDataParallel(student) if world > 1 else student
     if opts.compile:
@@ -235,7 +238,7 @@ def setup(opts: TrainOptions, log: Log) -> Run:
     if rank == 0 and opts.val_dir:
         val_images = [load_training_image(p, False) for p in find_images([opts.val_dir], opts.val_images)]
     run = Run(opts, out, device, rank, world, model, student, trained, teacher, ema, optimizer, trainable, sampler,
-              torch.Generator().manual_seed(opts.seed * 1000 + rank + step), val_images, source, step,
+              torch.Generator().manual_seed(opts.seed * 1000 + rank + step), val_images, regularisers, step,
               started=time.time() - wall_before, window_started=time.time())
     what = ("the bound model " if opts.bound else "the shallow synthesis of " if opts.shallow_only
             else "the guided codec " if teacher else "")
@@ -255,7 +258,7 @@ def take_step(run: Run) -> dict[str, float]:
     lo, hi = run.model.cfg.lmbda_range
     lmbda = sample_lambdas(opts.batch_size, lo, hi, run.lambda_generator, opts.sampled_lambdas).to(run.device)
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=opts.bf16):
-        stats = objective(run.trained, run.teacher, im, lmbda, opts, run.source)
+        stats = objective(run.trained, run.teacher, im, lmbda, opts, run.regularisers.values())
     run.optimizer.zero_grad(set_to_none=True)
     stats["loss"].backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, opts.grad_clip)
@@ -294,7 +297,7 @@ def validate(run: Run, log: Log) -> None:
 def save(run: Run) -> None:
     """The checkpoint and the exported EMA weights."""
     save_checkpoint(run.checkpoint, run.student, run.ema.model, run.optimizer, run.step, run.opts, run.wall_s,
-                    run.source)
+                    run.regularisers)
     export_weights(run.out / "ema.safetensors", run.ema.model, run.step, run.opts, run.wall_s)
 
 
@@ -323,6 +326,19 @@ def _setup_distributed(device_kind: str) -> tuple[int, int]:
         return 0, 1
     dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
     return dist.get_rank(), world
+
+
+def _regularisers(opts: TrainOptions, model: BGVAE, device: torch.device) -> dict[str, Regulariser]:
+    """The training terms with models of their own that the options ask for (after the EMA
+    copy: the CCA hooks belong to the trained model only)."""
+    regularisers: dict[str, Regulariser] = {}
+    if opts.it_weight:
+        source_model = SourceModel(model.cfg.lmbda_range).to(device, memory_format=torch.channels_last)
+        regularisers["source"] = SourceRegulariser(source_model, opts.it_weight, opts.it_lr)
+    if opts.cca_weight:
+        regularisers["cca"] = CausalContextRegulariser(model, opts.cca_weight, opts.cca_lr)
+        regularisers["cca"].model.to(device, memory_format=torch.channels_last)
+    return regularisers
 
 
 def _load_teacher(opts: TrainOptions, model: HierarchicalVAE, device: torch.device) -> BoundVAE:

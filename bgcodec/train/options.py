@@ -74,6 +74,10 @@ class TrainOptions:
                                "the conditional source entropy H(X | X̂), estimated by a source model trained "
                                "alongside (bgcodec.train.source_model; 0 = off).", min=0)
     it_lr: float = setting(1e-4, "Learning rate of that source model (Adam).", min=0, min_open=True)
+    cca_weight: float = setting(0.0, "Weight α of the causal-context-adjustment loss: α times the rate of each "
+                                "latent under its prior minus its rate under an auxiliary prior that does not see "
+                                "the latent before it in its stage (bgcodec.train.cca; 0 = off).", min=0)
+    cca_lr: float = setting(1e-4, "Learning rate of those auxiliary priors (Adam).", min=0, min_open=True)
     reconstruction_weight: float = setting(1.0, "Weight of the teacher-reconstruction loss (with --teacher).",
                                            min=0)
 
@@ -86,9 +90,10 @@ class TrainOptions:
         """Reject combinations that have no meaning."""
         if self.bound and (self.teacher or self.shallow_only):
             raise BgcodecError("--bound trains the teacher itself: it takes neither --teacher nor --shallow-only")
-        if self.it_weight and (self.bound or self.shallow_only):
-            raise BgcodecError("--it-weight regularises the codec's whole training; it takes neither --bound nor "
-                               "--shallow-only")
+        for flag, weight in (("--it-weight", self.it_weight), ("--cca-weight", self.cca_weight)):
+            if weight and (self.bound or self.shallow_only):
+                raise BgcodecError(f"{flag} regularises the codec's whole training; it takes neither --bound nor "
+                                   "--shallow-only")
         if self.teacher and self.shallow_only:
             raise BgcodecError("--teacher guides the whole codec; --shallow-only trains only its shallow synthesis")
 

@@ -71,10 +71,10 @@ class SourceRegulariser:
         self.model.requires_grad_(False)
         return -self.weight * self.model(x, x_hat, lmbda).mean()
 
-
-def fitted_penalty(regulariser: SourceRegulariser, out: torch.Tensor, im: torch.Tensor,
-                   lmbda: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Fit q_φ, then its penalty for the codec and the estimate to log (bits per pixel)."""
-    x, x_hat = 2 * im.float() - 1, out.float()
-    nats = regulariser.fit(x, x_hat, lmbda)
-    return {"penalty": regulariser.penalty(x, x_hat, lmbda), "source_bpp": nats * 3 / math.log(2)}
+    def term(self, out: torch.Tensor, rates: list[torch.Tensor], im: torch.Tensor,
+             lmbda: torch.Tensor) -> dict[str, torch.Tensor]:
+        """After a training forward pass: fit q_φ, then the codec's ``penalty`` and
+        ``source_bpp``, the estimate of H(X | X̂) in bits per pixel before the fit (to log)."""
+        x, x_hat = 2 * im.float() - 1, out.float()
+        nats = self.fit(x, x_hat, lmbda)
+        return {"penalty": self.penalty(x, x_hat, lmbda), "source_bpp": nats * 3 / math.log(2)}
