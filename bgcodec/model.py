@@ -163,10 +163,13 @@ class Transition(nn.Module):
         return high if self.attention is None else self.attention(high, low)
 
 
+HEAD_BIASES = ("per-position", "shared")
+
+
 class PixelShuffleHead(nn.Sequential):
-    """A 1×1 conv to 3·s² channels, a ×s pixel shuffle and one bias per colour. A bias per
-    sub-position would add a fixed s×s pattern that the features must cancel, and at low
-    rates they do not: it shows as a dotted texture on flat colour."""
+    """A 1×1 conv to 3·s² channels, a ×s pixel shuffle and one bias per colour: a bias per
+    sub-position is a fixed s×s pattern that no image asks for and the features must cancel
+    (flat colour shows an s-pixel grid, see benchmarks/flat_texture.py)."""
 
     def __init__(self, cin: int, scale: int):
         super().__init__(PointwiseConv(cin, 3 * scale * scale, bias=False), nn.PixelShuffle(scale), ColourBias())
@@ -191,6 +194,8 @@ class FullSynthesis(nn.Module):
         self.blocks = nn.ModuleList(
             BConvNeXt(w4, cfg.dec_kernels[-1], cfg.dec_mlp_ratios[-1]) for _ in range(cfg.stride4_depth)
         )
+        if cfg.head_bias not in HEAD_BIASES:
+            raise ValueError(f"head_bias must be one of {HEAD_BIASES}, got {cfg.head_bias!r}")
         self.head = PixelShuffleHead(w4, 4) if cfg.head_bias == "shared" else nn.Sequential(
             conv(w4, 3 * 16, 1), nn.PixelShuffle(4))
 

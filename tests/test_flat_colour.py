@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from bgcodec.config import CONFIGS
@@ -57,3 +58,8 @@ def test_init_folds_a_per_position_head_bias_into_its_mean(tmp_path):
     assert grown == ["synthesis.head.2.bias"] and not missing
     assert torch.allclose(new.synthesis.head[2].bias, old.synthesis.head[0].bias.view(3, 16).mean(1))
     assert torch.equal(new.synthesis.head[0].weight, old.synthesis.head[0].weight)
+
+
+def test_an_unknown_head_bias_is_refused():
+    with pytest.raises(ValueError, match="head_bias"):
+        BGVAE(dataclasses.replace(CONFIGS["tiny"], head_bias="per-pixel"))
