@@ -5,12 +5,11 @@ import math
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from bgcodec.config import CONFIGS
 from bgcodec.errors import BgcodecError
 from bgcodec.model import BGVAE
-from bgcodec.train.loop import objective, rate_distortion, train
+from bgcodec.train.loop import objective, rate_distortion
 from bgcodec.train.source_model import SourceModel, SourceRegulariser
 
 from test_training import options
@@ -68,19 +67,6 @@ def test_weight_zero_gives_the_plain_loss_exactly():
     regularised = objective(model, None, im, lmbda, opts, [regulariser])
     assert torch.equal(plain, regularised["loss"])
     assert regularised["source_bpp"] > 0
-
-
-def test_the_source_model_is_checkpointed_and_never_exported(image_dir, tmp_path):
-    run = tmp_path / "run"
-    train(options(image_dir, run, steps=2, it_weight=0.1), log=lambda s: None)
-    with safe_open(str(run / "checkpoint.safetensors"), "pt") as f:
-        keys = list(f.keys())
-    assert any(k.startswith("source.net.") for k in keys) and any(k.startswith("source_optim.") for k in keys)
-    with safe_open(str(run / "ema.safetensors"), "pt") as f:
-        assert not any("source" in k for k in f.keys())
-    train(options(image_dir, run, steps=3, it_weight=0.1, resume=True), log=lambda s: None)
-    with open(run / "log.csv") as f:
-        assert "source_bpp" in f.readline()
 
 
 def test_the_regulariser_is_refused_where_it_has_no_meaning():

@@ -222,3 +222,23 @@ def test_training_curve_history_continues_with_new_runs(tmp_path):
     assert sorted(merged[0.0067]) == [(1000, 0.3, 31.0), (1500, 0.29, 31.5)]
     curve.write_history(merged, tmp_path / "merged.csv")
     assert curve.read_history(tmp_path / "merged.csv") == merged
+
+
+@pytest.mark.parametrize("option, model_key, logged", [
+    ({"it_weight": 0.1}, "source.net.", "source_bpp"),
+    ({"cca_weight": 1.0}, "cca.stage3_latent1.", "cca_bpp"),
+])
+def test_a_regulariser_is_checkpointed_resumed_and_never_exported(image_dir, tmp_path, option, model_key, logged):
+    from safetensors import safe_open
+
+    prefix = model_key.split(".")[0]
+    run = tmp_path / "run"
+    train(options(image_dir, run, steps=2, **option), log=lambda s: None)
+    with safe_open(str(run / "checkpoint.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith(model_key) for k in keys) and any(k.startswith(f"{prefix}_optim.") for k in keys)
+    with safe_open(str(run / "ema.safetensors"), "pt") as f:
+        assert not any(prefix in k or "aux" in k for k in f.keys())
+    train(options(image_dir, run, steps=3, resume=True, **option), log=lambda s: None)
+    with open(run / "log.csv") as f:
+        assert logged in f.readline()
