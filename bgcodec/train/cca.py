@@ -81,7 +81,7 @@ class CausalContextRegulariser:
         items = []
         for stage, i in self.pairs:
             h_before, emb = self._inputs[stage, i - 1]
-            log_step = self.model_ref.stages[stage].latents[i].log_step(log_ratio)
+            log_step = stages[stage].latents[i].log_step(log_ratio)
             items.append((self.model[_key(stage, i)], h_before, emb, self._latents[stage, i], log_step,
                           rates[first[stage] + i]))
         self._inputs.clear()
