@@ -10,6 +10,7 @@ from bgcodec.config import CONFIGS
 from bgcodec.errors import BgcodecError
 from bgcodec.model import BGVAE
 from bgcodec.train.loop import objective, rate_distortion
+from bgcodec.train import source_model
 from bgcodec.train.source_model import SourceModel, SourceRegulariser
 
 from test_training import options
@@ -27,12 +28,12 @@ def test_the_source_model_learns_the_likelihood_of_x_given_x_hat():
     torch.manual_seed(0)
     im, lmbda = batch()
     x = 2 * im - 1
-    x_hat = x + 0.05 * torch.randn_like(x)  # an error of about 6 levels
+    x_hat = x + 0.015 * torch.randn_like(x)  # an error of about 2 levels, below the initial scale
     regulariser = SourceRegulariser(SourceModel(TINY.lmbda_range), weight=1.0, lr=3e-3)
     first = regulariser.fit(x, x_hat, lmbda).item()
-    for _ in range(150):
+    for _ in range(300):
         last = regulariser.fit(x, x_hat, lmbda).item()
-    ideal = 0.5 * math.log(2 * math.pi * math.e * (0.05 / (2 / 255)) ** 2)  # differential entropy, in levels
+    ideal = 0.5 * math.log(2 * math.pi * math.e * (0.015 / (2 / 255)) ** 2)  # differential entropy, in levels
     assert last < first - 1.0
     assert abs(last - ideal) < 0.25
 
@@ -53,6 +54,20 @@ def test_no_gradient_reaches_the_source_model_in_the_codec_step_nor_the_codec_in
     (rate_distortion(out, rates, im, lmbda)["loss"] + term["penalty"]).backward()
     assert all(p.grad is None for p in regulariser.model.parameters())
     assert model.synthesis.head[0].weight.grad.abs().sum() > 0
+
+
+def test_the_codec_weight_rises_over_the_first_fits_and_the_likelihood_is_floored(monkeypatch):
+    monkeypatch.setattr(source_model, "FIT_WARMUP", 2)
+    im, lmbda = batch(3)
+    x = 2 * im - 1
+    regulariser = SourceRegulariser(SourceModel(TINY.lmbda_range), weight=1.0, lr=1e-3)
+    penalties = []
+    for _ in range(3):
+        penalties.append(regulariser.penalty(x, x, lmbda).item() / -regulariser.model(x, x, lmbda).mean().item())
+        regulariser.fit(x, x, lmbda)
+    assert penalties == pytest.approx([0.0, 0.5, 1.0])
+    far = regulariser.model(x, -x, lmbda)  # errors of up to 255 levels, far past the scale
+    assert far.max().item() <= -source_model.LOG_LIKELIHOOD_FLOOR + 1e-6
 
 
 def test_weight_zero_gives_the_plain_loss_exactly():

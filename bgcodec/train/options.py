@@ -73,7 +73,7 @@ class TrainOptions:
     it_weight: float = setting(0.0, "Weight α of the information-theoretic regulariser: the loss subtracts α times "
                                "the conditional source entropy H(X | X̂), estimated by a source model trained "
                                "alongside (bgcodec.train.source_model; 0 = off).", min=0)
-    it_lr: float = setting(1e-4, "Learning rate of that source model (Adam).", min=0, min_open=True)
+    it_lr: float = setting(1e-3, "Learning rate of that source model (Adam).", min=0, min_open=True)
     cca_weight: float = setting(0.0, "Weight α of the causal-context-adjustment loss: α times the rate of each "
                                 "latent under its prior minus its rate under an auxiliary prior that does not see "
                                 "the latent before it in its stage (bgcodec.train.cca; 0 = off).", min=0)
