@@ -70,7 +70,7 @@ class BoundVAE(HierarchicalVAE):
     kind = "bound"
 
     def __init__(self, cfg: BGVAEConfig):
-        super().__init__(cfg, GaussianLatentBlock)
+        super().__init__(cfg, lambda stage: GaussianLatentBlock)
 
     def forward(self, im: torch.Tensor, lmbda: torch.Tensor, sample: bool | None = None):
         """``sample`` (default: ``self.training``) draws z from the posterior; otherwise z = μq."""

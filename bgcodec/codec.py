@@ -316,9 +316,10 @@ class Codec:
         taps = self.accelerated.analyse(x, self._lambda_tensor(self.accelerated, lmbda_model))
         residuals = self._optimise(x, taps, lmbda_model, effort, synthesis, height, width, progress) if effort else None
         symbols, log_scales = [], []
+        parts = self.model.cfg.parts_of(depth)
 
         def choose(i: int, log_scale: torch.Tensor, encoder_residual: Callable[[], torch.Tensor]) -> torch.Tensor:
-            if i >= depth:  # not transmitted: the latent takes its prior mean, as in the decoder
+            if i >= parts:  # not transmitted: the part takes its prior mean, as in the decoder
                 return torch.zeros_like(log_scale)
             k = torch.round(encoder_residual() if residuals is None else residuals[i].to(log_scale.dtype))
             symbols.append(k.numpy().astype(np.int64))
@@ -395,15 +396,15 @@ class Codec:
 
     def _decode_colours(self, header: container.Header, streams: list[bytes], name: str,
                         synthesis: str | None) -> np.ndarray:
-        """The RGB image of a learned file's latent streams."""
-        depth = len(streams)
-        if depth > self.model.cfg.num_latents:
-            raise FormatError(f"{name}: file has {depth} latents, the model only {self.model.cfg.num_latents}")
+        """The RGB image of a learned file's latent streams, one per coded part."""
+        parts = len(streams)
+        if parts > self.model.cfg.num_parts:
+            raise FormatError(f"{name}: file has {parts} latent streams, the model only {self.model.cfg.num_parts}")
         pins = _pins_by_latent(header.pins, name)
         indices = []
 
         def choose(i: int, log_scale: torch.Tensor, encoder_residual: None) -> torch.Tensor:
-            if i >= depth:  # not in the file: the latent takes its prior mean
+            if i >= parts:  # not in the file: the part takes its prior mean
                 return torch.zeros_like(log_scale)
             idx = entropy.scale_indices(log_scale.numpy())
             positions, values = pins.get(i, ([], []))

@@ -43,10 +43,24 @@ class BGVAEConfig:
     head_bias: str = "per-position"
     """Bias of the full synthesis's ×4 head: one per output sub-position ("per-position", the
     default of files that do not name it) or one per colour ("shared", see PixelShuffleHead)."""
+    checkerboard: tuple[bool, ...] = (False, False, False, False)
+    """Per decoder stage: its latents are coded in two checkerboard halves, the second with a
+    spatial context from the first (bgcodec.model.CheckerboardLatentBlock; not at stride 64)."""
 
     @property
     def num_latents(self) -> int:
         return sum(self.latents_per_stage)
+
+    @property
+    def num_parts(self) -> int:
+        """Coded parts of all latents: a file's streams when it holds every latent."""
+        return self.parts_of(self.num_latents)
+
+    def parts_of(self, depth: int) -> int:
+        """The coded parts of the first ``depth`` latents (two per checkerboard latent)."""
+        per_latent = [2 if board else 1 for board, count in zip(self.checkerboard, self.latents_per_stage)
+                      for _ in range(count)]
+        return sum(per_latent[:depth])
 
     def stage_channels(self, stage: int) -> tuple[int, ...]:
         """The channels of each latent of a stage, in coding order."""
@@ -114,6 +128,8 @@ CONFIGS: dict[str, BGVAEConfig] = {
     # `small` with the 48 channels of its stride-8 latents in growing groups of 4, 14 and 30
     # (uneven_groups) instead of 16 each: the experiment of uneven channel groups.
     "small-uneven": dataclasses.replace(SMALL, latent_channels=(16, 16, 32, uneven_groups(48, 3))),
+    # `small` with its stride-8 latents coded in checkerboard halves: the spatial-context experiment.
+    "small-checkerboard": dataclasses.replace(SMALL, checkerboard=(False, False, False, True)),
     # Smallest config that still exercises every code path; for tests.
     "tiny": BGVAEConfig(
         enc_widths=(16, 24, 32, 32, 32),

@@ -4,7 +4,7 @@ Layout, all integers little-endian::
 
     "BGV"  version(u8)  model_id(4)  lambda(f32)  height(varint)  width(varint)
     flags(u8)  len_1 .. len_D (varints)
-    pin_count(varint)  pin_1 .. pin_P     -- pin: latent(varint) position(varint) index(u8)
+    pin_count(varint)  pin_1 .. pin_P     -- pin: stream(varint) position(varint) index(u8)
     index_crc(u32)
     [version 3: part_count(varint)  part_1 .. part_K  -- part: kind(u8) length(varint) payload]
     stream_1 .. stream_D
@@ -12,9 +12,9 @@ Layout, all integers little-endian::
 
 ``flags``: bits 0-3 = D (number of latent streams, 1..15; 0 in a lossless file), bit 4 =
 shallow synthesis, bits 5-7 reserved (0).  Varints are unsigned LEB128, canonical
-(shortest form), at most 5 bytes. A pin fixes the scale index of one latent position
-(0-based latent, flat position within it) to the encoder's; pins are sorted by (latent,
-position) without repeats.
+(shortest form), at most 5 bytes. A stream is one coded part of a latent (docs/FORMAT.md §5.2).
+A pin fixes the scale index of one position (0-based stream, flat position within its
+part) to the encoder's; pins are sorted by (stream, position) without repeats.
 
 Version 3 adds parts for what a coloured photo without transparency does not need: a
 grayscale mark, a lossless alpha plane, the whole image stored losslessly (for images too

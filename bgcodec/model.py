@@ -15,6 +15,7 @@ which is a separate sub-module so a shallow synthesis can replace it.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -46,6 +47,9 @@ class LatentBlock(nn.Module):
     coder only ever sees the integer residual k, with the prior scale σ/Δ.
     """
 
+    parts = 1
+    """Coded parts, each a stream of its own in a file."""
+
     def __init__(self, width: int, channels: int, tap_width: int, kernel: int, mlp_ratio: float):
         super().__init__()
         self.front = BConvNeXt(width, kernel, mlp_ratio)
@@ -71,8 +75,7 @@ class LatentBlock(nn.Module):
         log_step = self.log_step(log_lambda_ratio)
         feature = self.front(h, emb)
         mean, raw = self.prior(feature).chunk(2, dim=1)
-        log_scale = F.softplus(raw - log_step - LOG_SIGMA_FLOOR) + LOG_SIGMA_FLOOR
-        return Prior(feature, mean, log_scale, log_step)
+        return Prior(feature, mean, scale_in_steps(raw, log_step), log_step)
 
     def posterior_branch(self, prior: "Prior", tap: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """The posterior conv's output: here the posterior mean qm."""
@@ -86,6 +89,93 @@ class LatentBlock(nn.Module):
     def fuse(self, prior: "Prior", residual: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """Feed the latent z = pm + Δ·residual back into the top-down feature."""
         return self.end(prior.feature + self.latent_proj(prior.mean + residual * torch.exp(prior.log_step)), emb)
+
+    def run(self, h: torch.Tensor, emb: torch.Tensor, log_lambda_ratio: torch.Tensor, tap: torch.Tensor | None,
+            pick: "PickResidual") -> torch.Tensor:
+        """The latent's step of the top-down path: its one coded part is the whole latent,
+        whose residual ``pick`` chooses; returns the feature with the latent fused in."""
+        prior = self.predict(h, emb, log_lambda_ratio)
+        encoder_residual = None if tap is None else (lambda: self.residual(prior, tap, emb))
+        return self.fuse(prior, pick(prior.log_scale, encoder_residual), emb)
+
+
+PickResidual = Callable[[torch.Tensor, "Callable[[], torch.Tensor] | None"], torch.Tensor]
+"""pick(ln(σ/Δ) of one coded part of a latent, the encoder's residual (qm − pm)/Δ of that part
+as a function, or None when decoding) → the residual the part takes: noisy in training, the
+integer k when coding. Called once per coded part, in coding order."""
+
+CONTEXT_KERNEL = 5
+"""The checkerboard context's reach: the 12 nearest anchors of a position."""
+
+
+class CheckerboardLatentBlock(LatentBlock):
+    """A latent coded in two parts ("Checkerboard Context Model for Efficient Learned Image
+    Compression"): the anchors, the positions (y, x) with y + x even, with the plain prior;
+    then the other half with a prior whose mean and scale a 5×5 conv corrects from the
+    anchors' decoded values, so each position also sees its spatial neighbours. The conv
+    starts at zero: the block then codes exactly as a LatentBlock with the same weights.
+    Sides must be even (the stride-8 grid of a padded image always is)."""
+
+    parts = 2
+
+    def __init__(self, width: int, channels: int, tap_width: int, kernel: int, mlp_ratio: float):
+        super().__init__(width, channels, tap_width, kernel, mlp_ratio)
+        self.context = nn.Conv2d(channels, 2 * channels, CONTEXT_KERNEL, padding=CONTEXT_KERNEL // 2)
+        nn.init.zeros_(self.context.weight)
+        nn.init.zeros_(self.context.bias)
+
+    def run(self, h: torch.Tensor, emb: torch.Tensor, log_lambda_ratio: torch.Tensor, tap: torch.Tensor | None,
+            pick: PickResidual) -> torch.Tensor:
+        first = self.predict(h, emb, log_lambda_ratio)
+        step = torch.exp(first.log_step)
+
+        @functools.cache
+        def posterior_parts() -> tuple[torch.Tensor, torch.Tensor]:  # qm, once, when the encoder first asks
+            return checkerboard_split(self.posterior_branch(first, tap, emb))
+
+        def encoder_residual(part: int, part_mean: torch.Tensor) -> "Callable[[], torch.Tensor] | None":
+            return None if tap is None else (lambda: (posterior_parts()[part] - part_mean) * torch.exp(-first.log_step))
+
+        anchor_mean, _ = checkerboard_split(first.mean)
+        anchor_scale, _ = checkerboard_split(first.log_scale)
+        anchors = pick(anchor_scale, encoder_residual(0, anchor_mean))
+        mean_shift, raw_shift = self.context(checkerboard_merge(anchors * step, torch.zeros_like(anchors))).chunk(2, 1)
+        raw = self.prior(first.feature).chunk(2, dim=1)[1]
+        _, other_mean = checkerboard_split(first.mean + mean_shift)
+        _, other_scale = checkerboard_split(scale_in_steps(raw + raw_shift, first.log_step))
+        others = pick(other_scale, encoder_residual(1, other_mean))
+        prior = Prior(first.feature, checkerboard_merge(anchor_mean, other_mean),
+                      checkerboard_merge(anchor_scale, other_scale), first.log_step)
+        return self.fuse(prior, checkerboard_merge(anchors, others), emb)
+
+
+def checkerboard_split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, H, W) with H and W even → the anchors (y + x even) and the others, each
+    (B, C, H, W/2), row by row.
+
+    >>> a, o = checkerboard_split(torch.arange(8.).view(1, 1, 2, 4))
+    >>> a.flatten().tolist(), o.flatten().tolist()
+    ([0.0, 2.0, 5.0, 7.0], [1.0, 3.0, 4.0, 6.0])
+    """
+    b, c, h, w = x.shape
+    cells = x.view(b, c, h // 2, 2, w // 2, 2)
+    anchors = torch.stack([cells[:, :, :, 0, :, 0], cells[:, :, :, 1, :, 1]], dim=3)
+    others = torch.stack([cells[:, :, :, 0, :, 1], cells[:, :, :, 1, :, 0]], dim=3)
+    return anchors.reshape(b, c, h, w // 2), others.reshape(b, c, h, w // 2)
+
+
+def checkerboard_merge(anchors: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """The inverse of checkerboard_split."""
+    b, c, h, half = anchors.shape
+    a, o = anchors.view(b, c, h // 2, 2, half), others.view(b, c, h // 2, 2, half)
+    even_rows = torch.stack([a[:, :, :, 0], o[:, :, :, 0]], dim=-1)
+    odd_rows = torch.stack([o[:, :, :, 1], a[:, :, :, 1]], dim=-1)
+    return torch.stack([even_rows, odd_rows], dim=3).reshape(b, c, h, 2 * half)
+
+
+def scale_in_steps(raw: torch.Tensor, log_step: torch.Tensor) -> torch.Tensor:
+    """ln(σ/Δ) from the prior conv's raw scale output, floored softly at e^-2.3 ≈ 0.1."""
+    return F.softplus(raw - log_step - LOG_SIGMA_FLOOR) + LOG_SIGMA_FLOOR
 
 
 class Prior(NamedTuple):
@@ -246,7 +336,7 @@ SHALLOW_SYNTHESES = {"jpeg-like": JpegLikeSynthesis, "two-layer": TwoLayerSynthe
 
 
 class TopDownStage(nn.Module):
-    def __init__(self, cfg: BGVAEConfig, i: int, tap_width: int, latent_block: type[nn.Module]):
+    def __init__(self, cfg: BGVAEConfig, i: int, tap_width: int, latent_block: type[LatentBlock]):
         super().__init__()
         w, k, r = cfg.dec_widths[i], cfg.dec_kernels[i], cfg.dec_mlp_ratios[i]
         self.blocks = nn.ModuleList(BConvNeXt(w, k, r) for _ in range(cfg.dec_pre_blocks[i]))
@@ -258,9 +348,10 @@ class TopDownStage(nn.Module):
 # visit(stage index, latent block, top-down feature) -> feature after fusing the latent
 LatentVisitor = Callable[[int, nn.Module, torch.Tensor], torch.Tensor]
 ChooseResidual = Callable[[int, torch.Tensor, "Callable[[], torch.Tensor] | None"], torch.Tensor]
-"""choose(latent index, the prior's ln(σ/Δ), the encoder's residual (qm − pm)/Δ as a function
-or None when decoding) → the latent's integer residual k, as a tensor of the prior's shape
-and dtype: the latent is z = pm + Δ·k."""
+"""choose(index of the coded part, counted over all latents; the part's ln(σ/Δ); the encoder's
+residual (qm − pm)/Δ of the part as a function, or None when decoding) → the part's integer
+residual k, as a tensor of its prior's shape and dtype: the latent is z = pm + Δ·k. A latent
+has LatentBlock.parts coded parts."""
 
 
 class HierarchicalVAE(nn.Module):
@@ -270,7 +361,8 @@ class HierarchicalVAE(nn.Module):
     kind = "abstract"
     """Recorded in weights files, so a file of one kind is not loaded as the other."""
 
-    def __init__(self, cfg: BGVAEConfig, latent_block: type[nn.Module]):
+    def __init__(self, cfg: BGVAEConfig, latent_block: Callable[[int], type[LatentBlock]]):
+        """``latent_block(stage)`` is the kind of latent block of each stage."""
         super().__init__()
         if len(cfg.latents_per_stage) != 4 or len(cfg.dec_widths) != 5 or len(cfg.enc_widths) != 5:
             raise ValueError("BG-VAE has 5 encoder stages and 4 latent stages + a stride-4 stage")
@@ -279,7 +371,7 @@ class HierarchicalVAE(nn.Module):
         self.encoder = BottomUpEncoder(cfg)
         self.bias = nn.Parameter(torch.zeros(1, cfg.dec_widths[0], 1, 1))
         tap_widths = cfg.enc_widths[:0:-1]  # strides 64, 32, 16, 8
-        self.stages = nn.ModuleList(TopDownStage(cfg, i, tap_widths[i], latent_block) for i in range(4))
+        self.stages = nn.ModuleList(TopDownStage(cfg, i, tap_widths[i], latent_block(i)) for i in range(4))
         self.transitions = nn.ModuleList(
             Transition(cfg.dec_widths[i], cfg.dec_widths[i + 1], cfg.dec_kernels[i], cfg.dec_mlp_ratios[i],
                        cfg.cross_attention[i])
@@ -321,7 +413,9 @@ class BGVAE(HierarchicalVAE):
     kind = "bgvae"
 
     def __init__(self, cfg: BGVAEConfig):
-        super().__init__(cfg, LatentBlock)
+        if cfg.checkerboard[0]:
+            raise ValueError("the stride-64 grid may be one position wide: no checkerboard there")
+        super().__init__(cfg, lambda stage: CheckerboardLatentBlock if cfg.checkerboard[stage] else LatentBlock)
         if cfg.shallow_synthesis not in SHALLOW_SYNTHESES:
             raise ValueError(f"shallow_synthesis must be one of {sorted(SHALLOW_SYNTHESES)}")
         self.shallow_synthesis = SHALLOW_SYNTHESES[cfg.shallow_synthesis](cfg)
@@ -347,15 +441,21 @@ class BGVAE(HierarchicalVAE):
         rates = []
 
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
-            prior = latent.predict(h, emb, log_ratio)
-            residual = latent.residual(prior, taps[stage], emb)
-            if noisy:
-                residual = residual + torch.empty_like(residual).uniform_(-0.5, 0.5)
-            else:
-                residual = torch.round(residual)
-            with torch.autocast(device_type=residual.device.type, enabled=False):
-                rates.append(-gaussian_log_likelihood(residual, prior.log_scale).sum(dim=(1, 2, 3)))
-            return latent.fuse(prior, residual, emb)
+            part_rates = []
+
+            def pick(log_scale: torch.Tensor, encoder_residual: Callable[[], torch.Tensor]) -> torch.Tensor:
+                residual = encoder_residual()
+                if noisy:
+                    residual = residual + torch.empty_like(residual).uniform_(-0.5, 0.5)
+                else:
+                    residual = torch.round(residual)
+                with torch.autocast(device_type=residual.device.type, enabled=False):
+                    part_rates.append(-gaussian_log_likelihood(residual, log_scale).sum(dim=(1, 2, 3)))
+                return residual
+
+            h = latent.run(h, emb, log_ratio, taps[stage], pick)
+            rates.append(sum(part_rates))
+            return h
 
         grid = (im.shape[2] // PAD_MULTIPLE, im.shape[3] // PAD_MULTIPLE)
         return self.top_down(emb, grid, visit), emb, rates
@@ -380,12 +480,11 @@ class BGVAE(HierarchicalVAE):
         """Run the probability path the decoder runs, with the latents ``choose`` picks (see
         ChooseResidual; the encoder's residuals come from ``taps``); returns the synthesis input."""
         emb, log_ratio = self.condition(lmbda)
-        indices = itertools.count()
+        parts = itertools.count()
 
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
-            prior = latent.predict(h, emb, log_ratio)
-            k = choose(next(indices), prior.log_scale, lambda: latent.residual(prior, taps[stage], emb))
-            return latent.fuse(prior, k, emb)
+            return latent.run(h, emb, log_ratio, taps[stage],
+                              lambda log_scale, residual: choose(next(parts), log_scale, residual))
 
         return self.top_down(emb, tuple(taps[0].shape[2:]), visit)
 
@@ -394,11 +493,10 @@ class BGVAE(HierarchicalVAE):
         """Rebuild the latents from the integer residuals ``choose`` returns (it is given no
         encoder residual); returns the synthesis input. ``grid`` is the size at stride 64."""
         emb, log_ratio = self.condition(lmbda)
-        indices = itertools.count()
+        parts = itertools.count()
 
         def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
-            prior = latent.predict(h, emb, log_ratio)
-            return latent.fuse(prior, choose(next(indices), prior.log_scale, None), emb)
+            return latent.run(h, emb, log_ratio, None, lambda log_scale, _: choose(next(parts), log_scale, None))
 
         return self.top_down(emb, grid, visit)
 

@@ -2,7 +2,7 @@
 
 The encoder's choice of every latent is refined for the rate–distortion cost of the
 chosen synthesis at the file's λ. The variables are offsets, in quantisation steps, added
-to the encoder's residuals ``(qm − pm)/Δ`` of all 9 latents. The residuals themselves are
+to the encoder's residuals ``(qm − pm)/Δ`` of every coded part of the latents. The residuals themselves are
 recomputed from the current earlier latents on every pass, so a change in an early latent
 is followed further down by the encoder's own answer to it, as in the plain encoder.
 Rounding around each prior mean is relaxed stochastically, with a temperature annealed
@@ -50,8 +50,8 @@ def relaxed_round(w: torch.Tensor, tau: float, generator: torch.Generator | None
 def optimise_latents(model: BGVAE, image: torch.Tensor, taps: list[torch.Tensor], lmbda: torch.Tensor,
                      iterations: int, synthesis: str = "full", height: int | None = None, width: int | None = None,
                      progress: Progress = no_progress, seed: int = 0) -> list[torch.Tensor]:
-    """The residuals (in quantisation steps, relative to the prior means) of every latent
-    after ``iterations`` steps of SGA (model convention λ, shape (1,)).
+    """The residuals (in quantisation steps, relative to the prior means) of every coded part
+    of the latents after ``iterations`` steps of SGA (model convention λ, shape (1,)).
 
     ``image`` is the padded input in [0, 1]; the distortion counts its top-left
     ``height``×``width`` pixels (the real image), the rate counts every latent. Every
@@ -100,15 +100,17 @@ class _RDCost:
         """(cost, the residuals before rounding); offsets None means zeros."""
         rates, residuals = [], []
 
-        def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
-            prior = latent.predict(h, self.emb, self.log_ratio)
-            w = latent.residual(prior, self.taps[stage], self.emb)
+        def pick(log_scale: torch.Tensor, encoder_residual: Callable[[], torch.Tensor]) -> torch.Tensor:
+            w = encoder_residual()
             if offsets is not None:
                 w = w + offsets[len(residuals)]
             residuals.append(w)
             rounded = rounding(w)
-            rates.append(-gaussian_log_likelihood(rounded, prior.log_scale).sum())
-            return latent.fuse(prior, rounded, self.emb)
+            rates.append(-gaussian_log_likelihood(rounded, log_scale).sum())
+            return rounded
+
+        def visit(stage: int, latent: LatentBlock, h: torch.Tensor) -> torch.Tensor:
+            return latent.run(h, self.emb, self.log_ratio, self.taps[stage], pick)
 
         h = self.model.top_down(self.emb, tuple(self.taps[0].shape[2:]), visit)
         height, width = self.target.shape[2:]

@@ -568,3 +568,27 @@ def test_uneven_latent_groups_survive_the_weights_file_and_code_for_real(tmp_pat
     assert np.array_equal(codec.decode(data), reconstruction)
     with pytest.raises(ValueError, match="2 latent widths for 3 latents"):
         BGVAE(dataclasses.replace(cfg, latent_channels=(4, 4, 4, (2, 4))))
+
+
+def test_checkerboard_latents_code_in_two_streams_each_and_decode_from_any_depth(tmp_path):
+    from bgcodec.config import CONFIGS
+    from bgcodec.model import BGVAE
+
+    cfg = dataclasses.replace(CONFIGS["tiny"], checkerboard=(False, False, False, True))
+    torch.manual_seed(5)
+    model = perturb(BGVAE(cfg))
+    with torch.no_grad():
+        for latent in model.stages[3].latents:
+            latent.context.weight.normal_(0, 0.3)  # a live context: the second halves depend on the first
+    path = tmp_path / "checkerboard.safetensors"
+    weights.save_model(model, path)
+    codec = Codec.load(str(path), "cpu")
+    assert codec.model.cfg == cfg
+    image = smooth_image(40, 72, seed=8)
+    for depth, streams in ((9, 12), (7, 8), (6, 6)):
+        data, reconstruction = codec.encode(image, LMBDA, depth=depth, lossless_fallback=False,
+                                            return_reconstruction=True)
+        assert len(container.unpack(data)[1]) == streams
+        assert np.array_equal(codec.decode(data), reconstruction)
+    effort, reconstruction = codec.encode(image, LMBDA, effort=1, lossless_fallback=False, return_reconstruction=True)
+    assert np.array_equal(codec.decode(effort), reconstruction)

@@ -1,5 +1,6 @@
 """Tests for bgcodec.model: shapes, rates, λ conditioning, gradients, configs, coding paths."""
 
+import dataclasses
 import json
 import math
 
@@ -8,7 +9,8 @@ import pytest
 import torch
 
 from bgcodec.config import CONFIGS, BGVAEConfig
-from bgcodec.model import BGVAE, LOG_SIGMA_FLOOR, SHALLOW_SYNTHESES, count_parameters, gaussian_log_likelihood
+from bgcodec.model import (BGVAE, LOG_SIGMA_FLOOR, SHALLOW_SYNTHESES, checkerboard_merge, checkerboard_split,
+                           count_parameters, gaussian_log_likelihood)
 from bgcodec.weights import load_model
 from helpers import encode_latents, perturb
 
@@ -297,3 +299,51 @@ def test_forward_quantised_matches_coding_path(tiny_lively):
         _, _, h = encode_latents(tiny_lively, tiny_lively.analyse(x, lm), lm)
         out2 = tiny_lively.synthesize(h, lm)
     torch.testing.assert_close(out, out2, atol=1e-5, rtol=1e-5)
+
+
+# -- checkerboard context -------------------------------------------------------------------------
+
+TINY_CHECKERBOARD = dataclasses.replace(CONFIGS["tiny"], checkerboard=(False, False, True, True))
+
+
+def test_checkerboard_halves_merge_back_and_alternate_by_row():
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float64).view(2, 3, 4, 6)
+    anchors, others = checkerboard_split(x)
+    assert anchors.shape == others.shape == (2, 3, 4, 3)
+    assert torch.equal(checkerboard_merge(anchors, others), x)
+    y, xs = torch.meshgrid(torch.arange(4), torch.arange(6), indexing="ij")
+    parity = checkerboard_split(((y + xs) % 2).view(1, 1, 4, 6))
+    assert parity[0].eq(0).all() and parity[1].eq(1).all()
+
+
+def test_a_checkerboard_model_starts_as_the_plain_one_and_its_context_then_changes_the_rates():
+    plain = perturb(load_model("random:tiny").model).double()
+    board = BGVAE(TINY_CHECKERBOARD).double()
+    missing, unexpected = board.load_state_dict(plain.state_dict(), strict=False)
+    assert unexpected == [] and missing and all(".context." in name for name in missing)
+    x, lm = _image(1, 64, 128, 7).double(), _lmbda(LMBDA)
+    with torch.no_grad():
+        out_plain, rates_plain = plain(x, lm, noisy=False)
+        out_board, rates_board = board(x, lm, noisy=False)
+        torch.testing.assert_close(out_board, out_plain, rtol=0, atol=1e-12)  # float64; only the sums' order differs
+        torch.testing.assert_close(rates_board, rates_plain, rtol=1e-6, atol=0)  # float32 rates, summed per half
+        for stage in board.stages[2:]:
+            for latent in stage.latents:
+                latent.context.weight.normal_(0, 0.5)
+        out_context, rates_context = board(x, lm, noisy=False)
+    assert len(rates_context) == 9
+    torch.testing.assert_close(rates_context[:3], rates_plain[:3], rtol=1e-6, atol=0)  # stages 64 and 32
+    assert all(((a - b).abs() > 1e-3 * b).all() for a, b in zip(rates_context[3:], rates_plain[3:]))
+
+
+def test_the_checkerboard_context_gets_gradients_and_needs_an_even_grid():
+    model = BGVAE(TINY_CHECKERBOARD).train()
+    x, lm = _image(2), _lmbda(32.0, 1024.0)
+    out, rates = model(x, lm)
+    (sum(rates).mean() + (out - (2 * x - 1)).pow(2).mean()).backward()
+    for stage in model.stages[2:]:
+        for latent in stage.latents:
+            assert latent.context.weight.grad.abs().sum() > 0
+    assert TINY_CHECKERBOARD.num_parts == 9 + 6 and TINY_CHECKERBOARD.parts_of(4) == 5
+    with pytest.raises(ValueError, match="stride-64"):
+        BGVAE(dataclasses.replace(CONFIGS["tiny"], checkerboard=(True, False, False, False)))

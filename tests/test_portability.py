@@ -4,7 +4,9 @@ bitstreams).
 
 Fresh interpreters run under the environment variables of
 ``bgcodec.eval.system.KERNEL_CONFIGURATIONS`` (no AVX2 in ATen, oneDNN and MKL without AVX, 1 and
-2 threads), with the shipped weights on a few small images. Each one encodes the images
+2 threads), with the shipped weights on a few small images, and with those weights in the
+``small-checkerboard`` layout under a random context convolution (its second halves then
+depend on the first). Each one encodes the images
 and decodes the files that the unmodified (native) process wrote.
 """
 
@@ -59,11 +61,13 @@ def synthetic_photo(h: int, w: int, seed: int = 2024) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
-def round_trip(configuration: str, images: Path, theirs: Path, out: Path) -> Path:
-    """Encode ``images`` and decode the files in ``theirs`` in a fresh process; results in ``out``."""
+def round_trip(configuration: str, weights: str, images: Path, theirs: Path, out: Path) -> Path:
+    """Encode ``images`` and decode the files in ``theirs`` in a fresh process with ``weights``;
+    results in ``out``."""
     out.mkdir()
     env = kernel_environment(configuration)
     env["PYTHONPATH"] = str(REPO)
+    env["BGCODEC_WEIGHTS"] = weights
     # Keep 2-thread processes from busy-waiting on a machine shared with other jobs;
     # the thread count, and so any reduction order, is unchanged.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -73,25 +77,43 @@ def round_trip(configuration: str, images: Path, theirs: Path, out: Path) -> Pat
     return out
 
 
-@pytest.fixture(scope="module")
-def native(tmp_path_factory):
-    """The images, and the files the native process wrote (and decoded itself)."""
+def checkerboard_weights(path: Path) -> str:
+    import torch
+
+    from bgcodec.config import CONFIGS
+    from bgcodec.model import BGVAE
+    from bgcodec.weights import load_model, save_model
+
+    model = BGVAE(CONFIGS["small-checkerboard"])
+    model.load_state_dict(load_model(None).model.state_dict(), strict=False)
+    with torch.no_grad():
+        for latent in model.stages[3].latents:
+            latent.context.weight.normal_(0, 0.02, generator=torch.Generator().manual_seed(3))
+    save_model(model, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module", params=["shipped", "checkerboard"])
+def native(request, tmp_path_factory):
+    """The weights, the images, and the files the native process wrote (and decoded itself)."""
     root = tmp_path_factory.mktemp("portability")
+    weights = "bgvae-small.safetensors" if request.param == "shipped" else checkerboard_weights(root / "board.safetensors")
     images = root / "images"
     images.mkdir()
     for h, w in SIZES:
         np.save(images / f"photo-{h}x{w}.npy", synthetic_photo(h, w))
-    return images, round_trip("native", images, root / "native", root / "native")
+    return weights, images, round_trip("native", weights, images, root / "native", root / "native")
 
 
 @pytest.fixture(scope="module", params=[c for c in KERNEL_CONFIGURATIONS if c != "native"])
 def other(request, native, tmp_path_factory):
-    images, files = native
-    return request.param, files, round_trip(request.param, images, files, tmp_path_factory.mktemp("p") / request.param)
+    weights, images, files = native
+    return request.param, files, round_trip(request.param, weights, images, files,
+                                            tmp_path_factory.mktemp("p") / request.param)
 
 
 def test_the_files_are_not_trivial(native):
-    _, files = native
+    _, _, files = native
     sizes = [f.stat().st_size for f in files.glob("*.bgv")]
     assert len(sizes) == len(SIZES) * len(LAMBDAS) and min(sizes) > 100
 
@@ -113,8 +135,8 @@ def test_encodes_to_the_same_bytes(other):
 
 
 def test_a_file_written_under_other_kernels_decodes_natively(native, tmp_path):
-    images, files = native
-    switched = round_trip("all-three", images, files, tmp_path / "all-three")
-    back = round_trip("native", images, switched, tmp_path / "back")
+    weights, images, files = native
+    switched = round_trip("all-three", weights, images, files, tmp_path / "all-three")
+    back = round_trip("native", weights, images, switched, tmp_path / "back")
     for decoded in sorted(files.glob("*.npy")):
         assert np.array_equal(np.load(back / decoded.name), np.load(decoded)), decoded.stem
