@@ -170,6 +170,23 @@ def test_the_tiles_of_a_single_input_go_to_parallel_workers(tmp_path, lam):
     assert b"Traceback" not in result.stderr and not (tmp_path / "cut.png").exists()
 
 
+@pytest.mark.parametrize("jobs, threads", [(1, 1), (2, 2), (None, 2), (4, 2)])
+def test_jobs_is_the_cores_a_single_input_codes_on(monkeypatch, jobs, threads):
+    import torch
+
+    from bgcodec.cli import batch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("bgcodec.resources.idle_cores", lambda: 2)
+    monkeypatch.setattr(batch, "_cores", jobs)
+    before = torch.get_num_threads()
+    try:
+        batch.CodecHolder("random:tiny", "cpu").get()
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 def test_batch_with_a_bad_input_in_a_process(tmp_path, lam):
     write_png(tmp_path / "one.png", 16, 16, seed=1)

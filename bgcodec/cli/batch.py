@@ -205,8 +205,9 @@ class CodecHolder:
             from ..codec import Codec
             from ..resources import idle_cores
 
-            if "OMP_NUM_THREADS" not in os.environ:
-                torch.set_num_threads(max(1, idle_cores() // _workers))  # the result does not depend on it
+            if "OMP_NUM_THREADS" not in os.environ:  # the result does not depend on it
+                idle = idle_cores()
+                torch.set_num_threads(max(1, min(idle, _cores or idle) // _workers))
             return Codec.load(self.weights, device=self.device)
         except BgcodecError as exc:
             raise Fatal(one_line(exc)) from None
@@ -216,6 +217,8 @@ class CodecHolder:
 
 _workers = 1
 """How many processes share the batch (set in each worker)."""
+_cores: int | None = None
+"""The cores -j gives the coding in this process when it codes the inputs itself (None: the idle ones)."""
 
 
 def _run_tile(holder_work_task: tuple[CodecHolder, Callable, object]):
@@ -233,6 +236,7 @@ def run_batch(ctx: click.Context, jobs: list[Job], task: Task, reporter: Reporte
     """``task`` each job, in ``workers`` processes (None: the idle cores); a failure is one error
     line and the others go on. Exits with the batch's status, after a summary line when there
     were several inputs."""
+    global _cores
     if workers is None:
         from ..resources import idle_cores
 
@@ -244,6 +248,7 @@ def run_batch(ctx: click.Context, jobs: list[Job], task: Task, reporter: Reporte
         if parallel:
             failures = _run_in_workers(jobs, task, reporter, bar, min(workers, len(jobs)))
         else:
+            _cores = workers
             if holder is not None:
                 holder.tile_workers = workers
             try:
