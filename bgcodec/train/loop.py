@@ -221,7 +221,7 @@ def setup(opts: TrainOptions, log: Log) -> Run:
     trainable = [p for p in student.parameters() if p.requires_grad]
     ema = EMA(model, opts.ema_decay)
     optimizer = torch.optim.Adam(trainable, lr=opts.lr, fused=True)
-    regularisers = _regularisers(opts, model, device)
+    regularisers = build_regularisers(opts, model, device)
     step, wall_before = 0, 0.0
     if resuming:
         step, wall_before = load_checkpoint(out / "checkpoint.safetensors", student, ema.model, optimizer,
@@ -328,7 +328,7 @@ def _setup_distributed(device_kind: str) -> tuple[int, int]:
     return dist.get_rank(), world
 
 
-def _regularisers(opts: TrainOptions, model: BGVAE, device: torch.device) -> dict[str, Regulariser]:
+def build_regularisers(opts: TrainOptions, model: BGVAE, device: torch.device) -> dict[str, Regulariser]:
     """The training terms with models of their own that the options ask for (after the EMA
     copy: the CCA hooks belong to the trained model only)."""
     regularisers: dict[str, Regulariser] = {}
