@@ -71,3 +71,15 @@ def test_the_auxiliary_priors_learn_on_a_fixed_batch():
 def test_the_term_is_refused_where_it_has_no_meaning():
     with pytest.raises(BgcodecError, match="--cca-weight"):
         options("unused", "unused", cca_weight=1.0, shallow_only=True).check()
+
+
+def test_a_latents_reward_is_capped_at_the_rate_of_its_predecessor():
+    model, regulariser, im, lmbda, out, rates = forward(4)
+    with torch.no_grad():
+        for aux in regulariser.model.values():
+            aux.prior.bias.add_(50.0)  # an auxiliary prior fooled into absurd predictions
+    regulariser.optimizer = torch.optim.SGD(regulariser.model.parameters(), lr=0.0)
+    reward = -regulariser.term(out, rates, im, lmbda)["penalty"] / regulariser.weight
+    first = [sum(TINY.latents_per_stage[:stage]) for stage in range(len(TINY.latents_per_stage))]
+    cap = sum(rates[first[stage] + i - 1].mean() for stage, i in regulariser.pairs) / (3 * 64 * 64)
+    assert reward.item() == pytest.approx(cap.item(), rel=1e-5)

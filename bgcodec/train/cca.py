@@ -10,7 +10,10 @@ earlier latents what predicts the later ones.
 
 Unlike the published code, the auxiliary priors are fitted on their own likelihood with
 detached inputs, and the term is applied with them frozen, so they never learn to predict
-worse; only the encoder, the priors and the top-down path follow its gradient. The
+worse; only the encoder, the priors and the top-down path follow its gradient. A frozen
+auxiliary prior can still be fooled without bound (the codec moves its input until it
+predicts absurdly), so each latent's reward R_aux − R_main is capped at the rate of its
+predecessor: latent i−1 cannot tell more about latent i than the bits it holds itself. The
 auxiliary priors start as copies of the main prior of their latent, live in the training
 checkpoint only and are never exported.
 """
@@ -72,8 +75,8 @@ class CausalContextRegulariser:
     def term(self, out: torch.Tensor, rates: list[torch.Tensor], im: torch.Tensor,
              lmbda: torch.Tensor) -> dict[str, torch.Tensor]:
         """After a training forward pass: one step of the auxiliary priors, then the codec's
-        ``penalty`` α·Σ(R_main − R_aux) in nats per sub-pixel (the unit of the rate in the
-        loss) and ``cca_bpp``, the bits per pixel the auxiliary priors would spend more."""
+        ``penalty`` α·Σ max(R_main − R_aux, −R_predecessor) in nats per sub-pixel (the unit of
+        the rate in the loss) and ``cca_bpp``, that capped gap in bits per pixel."""
         num_dims = 3 * im.shape[2] * im.shape[3]
         _, log_ratio = self.model_ref.condition(lmbda)
         stages = self.model_ref.stages
@@ -83,16 +86,17 @@ class CausalContextRegulariser:
             h_before, emb = self._inputs[stage, i - 1]
             log_step = stages[stage].latents[i].log_step(log_ratio)
             items.append((self.model[_key(stage, i)], h_before, emb, self._latents[stage, i], log_step,
-                          rates[first[stage] + i]))
+                          rates[first[stage] + i], rates[first[stage] + i - 1]))
         self._inputs.clear()
         self._latents.clear()
         self.model.requires_grad_(True)
-        fit = sum(aux.rate(h.detach(), e.detach(), z.detach(), s.detach()).mean() for aux, h, e, z, s, _ in items)
+        fit = sum(aux.rate(h.detach(), e.detach(), z.detach(), s.detach()).mean() for aux, h, e, z, s, *_ in items)
         self.optimizer.zero_grad(set_to_none=True)
         (fit / num_dims).backward()
         self.optimizer.step()
         self.model.requires_grad_(False)
-        gap = sum(main - aux.rate(h, e, z, s) for aux, h, e, z, s, main in items)
+        gap = sum(torch.maximum(main - aux.rate(h, e, z, s), -before.detach())
+                  for aux, h, e, z, s, main, before in items)
         per_sub_pixel = gap.mean() / num_dims
         return {"penalty": self.weight * per_sub_pixel,
                 "cca_bpp": -per_sub_pixel.detach() * 3 / math.log(2)}
