@@ -76,7 +76,8 @@ class TrainOptions:
     it_lr: float = setting(1e-3, "Learning rate of that source model (Adam).", min=0, min_open=True)
     cca_weight: float = setting(0.0, "Weight α of the causal-context-adjustment loss: α times the rate of each "
                                 "latent under its prior minus its rate under an auxiliary prior that does not see "
-                                "the latent before it in its stage (bgcodec.train.cca; 0 = off).", min=0)
+                                "the latent before it in its stage, that saving capped at the earlier latent's rate "
+                                "(bgcodec.train.cca; 0 = off).", min=0)
     cca_lr: float = setting(1e-4, "Learning rate of those auxiliary priors (Adam).", min=0, min_open=True)
     reconstruction_weight: float = setting(1.0, "Weight of the teacher-reconstruction loss (with --teacher).",
                                            min=0)
