@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,25 @@ class AuxiliaryPrior(nn.Module):
         mean, raw = self.prior(self.front(h_before, emb)).chunk(2, dim=1)
         log_scale = F.softplus(raw - log_step - LOG_SIGMA_FLOOR) + LOG_SIGMA_FLOOR
         return -gaussian_log_likelihood((z - mean) * torch.exp(-log_step), log_scale).sum(dim=(1, 2, 3))
+
+
+class _AuxiliaryCase(NamedTuple):
+    """What the CCA term needs of one latent after a forward pass."""
+
+    prior: AuxiliaryPrior
+    h_before: torch.Tensor
+    """The top-down feature before the predecessor was fused in."""
+    emb: torch.Tensor
+    z: torch.Tensor
+    log_step: torch.Tensor
+    main_rate: torch.Tensor
+    predecessor_rate: torch.Tensor
+
+    def auxiliary_rate(self, detached: bool = False) -> torch.Tensor:
+        """−ln P_aux(z) in nats per image; ``detached`` keeps the codec out of the graph
+        (the auxiliary prior's own fit)."""
+        inputs = (self.h_before, self.emb, self.z, self.log_step)
+        return self.prior.rate(*(t.detach() for t in inputs) if detached else inputs)
 
 
 class CausalContextRegulariser:
@@ -81,22 +101,22 @@ class CausalContextRegulariser:
         _, log_ratio = self.model_ref.condition(lmbda)
         stages = self.model_ref.stages
         first = [sum(len(s.latents) for s in stages[:stage]) for stage in range(len(stages))]
-        items = []
+        cases = []
         for stage, i in self.pairs:
             h_before, emb = self._inputs[stage, i - 1]
-            log_step = stages[stage].latents[i].log_step(log_ratio)
-            items.append((self.model[_key(stage, i)], h_before, emb, self._latents[stage, i], log_step,
-                          rates[first[stage] + i], rates[first[stage] + i - 1]))
+            cases.append(_AuxiliaryCase(self.model[_key(stage, i)], h_before, emb, self._latents[stage, i],
+                                        stages[stage].latents[i].log_step(log_ratio),
+                                        rates[first[stage] + i], rates[first[stage] + i - 1]))
         self._inputs.clear()
         self._latents.clear()
         self.model.requires_grad_(True)
-        fit = sum(aux.rate(h.detach(), e.detach(), z.detach(), s.detach()).mean() for aux, h, e, z, s, *_ in items)
+        fit = sum(case.auxiliary_rate(detached=True).mean() for case in cases)
         self.optimizer.zero_grad(set_to_none=True)
         (fit / num_dims).backward()
         self.optimizer.step()
         self.model.requires_grad_(False)
-        gap = sum(torch.maximum(main - aux.rate(h, e, z, s), -before.detach())
-                  for aux, h, e, z, s, main, before in items)
+        gap = sum(torch.maximum(case.main_rate - case.auxiliary_rate(), -case.predecessor_rate.detach())
+                  for case in cases)
         per_sub_pixel = gap.mean() / num_dims
         return {"penalty": self.weight * per_sub_pixel,
                 "cca_bpp": -per_sub_pixel.detach() * 3 / math.log(2)}
