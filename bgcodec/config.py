@@ -62,6 +62,11 @@ class BGVAEConfig:
                       for _ in range(count)]
         return sum(per_latent[:depth])
 
+    def latent_index(self, stage: int, i: int) -> int:
+        """Where a stage's i-th latent is among all latents in coding order (the order of the
+        model's rates)."""
+        return sum(self.latents_per_stage[:stage]) + i
+
     def stage_channels(self, stage: int) -> tuple[int, ...]:
         """The channels of each latent of a stage, in coding order."""
         channels, count = self.latent_channels[stage], self.latents_per_stage[stage]

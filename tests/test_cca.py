@@ -39,7 +39,7 @@ def test_an_auxiliary_prior_starts_as_its_latents_prior():
     latent = model.stages[stage].latents[i]
     log_step = latent.log_step(model.condition(lmbda)[1])
     aux = regulariser.model[f"stage{stage}_latent{i}"]
-    main_rate = rates[sum(TINY.latents_per_stage[:stage]) + i]
+    main_rate = rates[TINY.latent_index(stage, i)]
     assert torch.allclose(aux.rate(h, emb, regulariser._latents[stage, i], log_step), main_rate, rtol=1e-5)
 
 
@@ -80,6 +80,5 @@ def test_a_latents_reward_is_capped_at_the_rate_of_its_predecessor():
             aux.prior.bias.add_(50.0)  # an auxiliary prior fooled into absurd predictions
     regulariser.optimizer = torch.optim.SGD(regulariser.model.parameters(), lr=0.0)
     reward = -regulariser.term(out, rates, im, lmbda)["penalty"] / regulariser.weight
-    first = [sum(TINY.latents_per_stage[:stage]) for stage in range(len(TINY.latents_per_stage))]
-    cap = sum(rates[first[stage] + i - 1].mean() for stage, i in regulariser.pairs) / (3 * 64 * 64)
+    cap = sum(rates[TINY.latent_index(stage, i - 1)].mean() for stage, i in regulariser.pairs) / (3 * 64 * 64)
     assert reward.item() == pytest.approx(cap.item(), rel=1e-5)

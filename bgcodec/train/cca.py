@@ -99,14 +99,13 @@ class CausalContextRegulariser:
         the rate in the loss) and ``cca_bpp``, that capped gap in bits per pixel."""
         num_dims = 3 * im.shape[2] * im.shape[3]
         _, log_ratio = self.model_ref.condition(lmbda)
-        stages = self.model_ref.stages
-        first = [sum(len(s.latents) for s in stages[:stage]) for stage in range(len(stages))]
+        stages, cfg = self.model_ref.stages, self.model_ref.cfg
         cases = []
         for stage, i in self.pairs:
             h_before, emb = self._inputs[stage, i - 1]
             cases.append(_AuxiliaryCase(self.model[_key(stage, i)], h_before, emb, self._latents[stage, i],
                                         stages[stage].latents[i].log_step(log_ratio),
-                                        rates[first[stage] + i], rates[first[stage] + i - 1]))
+                                        rates[cfg.latent_index(stage, i)], rates[cfg.latent_index(stage, i - 1)]))
         self._inputs.clear()
         self._latents.clear()
         self.model.requires_grad_(True)
