@@ -43,6 +43,11 @@ class BGVAEConfig:
     head_bias: str = "per-position"
     """Bias of the full synthesis's ×4 head: one per output sub-position ("per-position", the
     default of files that do not name it) or one per colour ("shared", see PixelShuffleHead)."""
+    dc_free_detail: bool = False
+    """The detail bands of the wavelet upsamplings and the pattern within the ×4 head's 4×4
+    blocks come from zero-sum 3×3 filters (layers.ZeroSumDepthwise, model.ZeroSumPatternHead):
+    a locally constant feature decodes flat, without the 16/8/4-pixel grids. The head then
+    has one bias per colour whatever ``head_bias`` says."""
     checkerboard: tuple[bool, ...] = (False, False, False, False)
     """Per decoder stage: its latents are coded in two checkerboard halves, the second with a
     spatial context from the first (bgcodec.model.CheckerboardLatentBlock; not at stride 64)."""
@@ -133,6 +138,8 @@ CONFIGS: dict[str, BGVAEConfig] = {
     # `small` with the 48 channels of its stride-8 latents in growing groups of 4, 14 and 30
     # (uneven_groups) instead of 16 each: the experiment of uneven channel groups.
     "small-uneven": dataclasses.replace(SMALL, latent_channels=(16, 16, 32, uneven_groups(48, 3))),
+    # `small` whose upsamplings and head make no detail from a constant feature: the flat-colour experiment.
+    "small-dc-free": dataclasses.replace(SMALL, dc_free_detail=True),
     # `small` with its stride-8 latents coded in checkerboard halves: the spatial-context experiment.
     "small-checkerboard": dataclasses.replace(SMALL, checkerboard=(False, False, False, True)),
     # Smallest config that still exercises every code path; for tests.

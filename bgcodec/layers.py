@@ -34,14 +34,41 @@ class DepthwiseConv(nn.Conv2d):
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if x.dtype != torch.float64:
             return super()._conv_forward(x, weight, bias)
-        k, pad = self.kernel_size[0], self.padding[0]
-        height, width = x.shape[2:]
-        padded = F.pad(x, (pad, pad, pad, pad))
-        out = torch.zeros_like(x) if bias is None else bias.view(1, -1, 1, 1).expand_as(x).clone()
-        for i in range(k):
-            for j in range(k):
-                out.addcmul_(padded[:, :, i:i + height, j:j + width], weight[:, 0, i, j].view(1, -1, 1, 1))
-        return out
+        pad = self.padding[0]
+        return _shifted_depthwise(F.pad(x, (pad, pad, pad, pad)), weight, bias)
+
+
+def _shifted_depthwise(padded: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 'valid' depthwise conv of an already padded tensor as k² shifted multiply-adds."""
+    k = weight.shape[-1]
+    height, width = padded.shape[2] - k + 1, padded.shape[3] - k + 1
+    out = padded.new_zeros(padded.shape[0], padded.shape[1], height, width)
+    if bias is not None:
+        out += bias.view(1, -1, 1, 1)
+    for i in range(k):
+        for j in range(k):
+            out.addcmul_(padded[:, :, i:i + height, j:j + width], weight[:, 0, i, j].view(1, -1, 1, 1))
+    return out
+
+
+class ZeroSumDepthwise(nn.Module):
+    """A 3×3 depthwise conv whose kernels sum to zero, with edge-replicating padding: a
+    locally constant input gives exactly zero, at the borders too. It turns a feature into
+    detail only where the feature changes (see WaveletUp)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(channels, 1, 3, 3))
+        with torch.no_grad():  # a centre tap minus the mean of the eight around it
+            self.weight.fill_(-1 / 8)
+            self.weight[:, :, 1, 1] = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight - self.weight.mean(dim=(2, 3), keepdim=True)
+        padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        if x.dtype == torch.float64:
+            return _shifted_depthwise(padded, weight, None)
+        return F.conv2d(padded, weight, groups=x.shape[1])
 
 
 def conv(cin: int, cout: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Module:
@@ -155,15 +182,24 @@ class WaveletDown(nn.Module):
 
 
 class WaveletUp(nn.Module):
-    """×2 upsampling: 1×1 conv to four subbands, inverse Haar DWT."""
+    """×2 upsampling: 1×1 conv to four subbands, inverse Haar DWT.
 
-    def __init__(self, cin: int, cout: int):
+    With ``dc_free`` the three detail bands pass a ZeroSumDepthwise and have no bias, so a
+    locally constant feature upsamples to a constant one; otherwise it becomes a fixed 2×2
+    pattern, a grid at the layer's stride in flat areas (benchmarks/flat_texture.py).
+    """
+
+    def __init__(self, cin: int, cout: int, dc_free: bool = False):
         super().__init__()
-        self.cout = cout
-        self.proj = conv(cin, 4 * cout, 1)
+        self.cout, self.dc_free = cout, dc_free
+        if dc_free:
+            self.low = conv(cin, cout, 1)
+            self.detail = nn.Sequential(PointwiseConv(cin, 3 * cout, bias=False), ZeroSumDepthwise(3 * cout))
+        else:
+            self.proj = conv(cin, 4 * cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bands = self.proj(x)
+        bands = torch.cat([self.low(x), self.detail(x)], dim=1) if self.dc_free else self.proj(x)
         return haar_idwt(bands.unflatten(1, (4, self.cout)))
 
 

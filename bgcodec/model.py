@@ -27,7 +27,7 @@ from torch import nn
 
 from .config import BGVAEConfig
 from .layers import (BConvNeXt, CrossAttention, LambdaEmbedding, Modulation, PointwiseConv, WaveletDown, WaveletUp,
-                     conv)
+                     ZeroSumDepthwise, conv)
 
 PAD_MULTIPLE = 64
 INPUT_MEAN = 0.4546259594901961
@@ -241,10 +241,10 @@ class Transition(nn.Module):
     """End of a top-down stage: a ConvNeXt block, wavelet ×2 upsampling and optional
     cross-attention from the upsampled feature to the stage's own (half-resolution) output."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, mlp_ratio: float, attention: bool):
+    def __init__(self, cin: int, cout: int, kernel: int, mlp_ratio: float, attention: bool, dc_free: bool):
         super().__init__()
         self.block = BConvNeXt(cin, kernel, mlp_ratio)
-        self.up = WaveletUp(cin, cout)
+        self.up = WaveletUp(cin, cout, dc_free)
         self.attention = CrossAttention(cout, cin) if attention else None
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -265,6 +265,23 @@ class PixelShuffleHead(nn.Sequential):
         super().__init__(PointwiseConv(cin, 3 * scale * scale, bias=False), nn.PixelShuffle(scale), ColourBias())
 
 
+class ZeroSumPatternHead(nn.Module):
+    """A ×s head whose s×s block is a colour from a 1×1 conv plus a pattern that only the
+    feature's changes make (ZeroSumDepthwise before the pixel shuffle): a locally constant
+    feature decodes to a flat colour, with no s-pixel grid."""
+
+    def __init__(self, cin: int, scale: int):
+        super().__init__()
+        self.scale = scale
+        self.colour = conv(cin, 3, 1)
+        self.pattern = nn.Sequential(PointwiseConv(cin, 3 * scale * scale, bias=False),
+                                     ZeroSumDepthwise(3 * scale * scale), nn.PixelShuffle(scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        colour = self.colour(x).repeat_interleave(self.scale, dim=2).repeat_interleave(self.scale, dim=3)
+        return colour + self.pattern(x)
+
+
 class ColourBias(nn.Module):
     def __init__(self):
         super().__init__()
@@ -280,14 +297,19 @@ class FullSynthesis(nn.Module):
     def __init__(self, cfg: BGVAEConfig):
         super().__init__()
         w8, w4 = cfg.dec_widths[-2], cfg.dec_widths[-1]
-        self.transition = Transition(w8, w4, cfg.dec_kernels[-2], cfg.dec_mlp_ratios[-2], cfg.cross_attention[-1])
+        self.transition = Transition(w8, w4, cfg.dec_kernels[-2], cfg.dec_mlp_ratios[-2], cfg.cross_attention[-1],
+                                     cfg.dc_free_detail)
         self.blocks = nn.ModuleList(
             BConvNeXt(w4, cfg.dec_kernels[-1], cfg.dec_mlp_ratios[-1]) for _ in range(cfg.stride4_depth)
         )
         if cfg.head_bias not in HEAD_BIASES:
             raise ValueError(f"head_bias must be one of {HEAD_BIASES}, got {cfg.head_bias!r}")
-        self.head = PixelShuffleHead(w4, 4) if cfg.head_bias == "shared" else nn.Sequential(
-            conv(w4, 3 * 16, 1), nn.PixelShuffle(4))
+        if cfg.dc_free_detail:
+            self.head = ZeroSumPatternHead(w4, 4)
+        elif cfg.head_bias == "shared":
+            self.head = PixelShuffleHead(w4, 4)
+        else:
+            self.head = nn.Sequential(conv(w4, 3 * 16, 1), nn.PixelShuffle(4))
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.transition(h, emb)
@@ -374,7 +396,7 @@ class HierarchicalVAE(nn.Module):
         self.stages = nn.ModuleList(TopDownStage(cfg, i, tap_widths[i], latent_block(i)) for i in range(4))
         self.transitions = nn.ModuleList(
             Transition(cfg.dec_widths[i], cfg.dec_widths[i + 1], cfg.dec_kernels[i], cfg.dec_mlp_ratios[i],
-                       cfg.cross_attention[i])
+                       cfg.cross_attention[i], cfg.dc_free_detail)
             for i in range(3)
         )
         self.synthesis = FullSynthesis(cfg)

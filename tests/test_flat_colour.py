@@ -63,3 +63,46 @@ def test_init_folds_a_per_position_head_bias_into_its_mean(tmp_path):
 def test_an_unknown_head_bias_is_refused():
     with pytest.raises(ValueError, match="head_bias"):
         BGVAE(dataclasses.replace(CONFIGS["tiny"], head_bias="per-pixel"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dc_free_upsampling_and_head_turn_a_constant_feature_into_a_flat_one(dtype):
+    torch.manual_seed(4)
+    cfg = dataclasses.replace(CONFIGS["tiny"], dc_free_detail=True)
+    plain, dc_free = BGVAE(CONFIGS["tiny"]).to(dtype), BGVAE(cfg).to(dtype)
+    for model in (plain, dc_free):
+        for p in model.parameters():
+            p.data.normal_(0, 0.3)
+    width8, width4 = cfg.dec_widths[-2], cfg.dec_widths[-1]
+    constant8 = torch.randn(1, width8, 1, 1, dtype=dtype).expand(1, width8, 6, 5)
+    constant4 = torch.randn(1, width4, 1, 1, dtype=dtype).expand(1, width4, 6, 5)
+
+    def spread(x):  # the largest range of a channel over the positions, borders included
+        return float((x.amax(dim=(2, 3)) - x.amin(dim=(2, 3))).max().detach())
+
+    assert spread(dc_free.synthesis.transition.up(constant8)) < 1e-5
+    assert spread(dc_free.synthesis.head(constant4)) < 1e-5
+    assert spread(plain.synthesis.transition.up(constant8)) > 0.1  # a 2×2 pattern
+    assert spread(plain.synthesis.head(constant4)) > 0.1  # a 4×4 pattern
+    ramp = torch.linspace(-1, 1, 12, dtype=dtype).view(1, 1, 1, 12).expand(1, width4, 12, 12)
+    assert spread(dc_free.synthesis.head(ramp)) > 0.1  # detail where the feature changes
+
+
+def test_init_gives_a_dc_free_model_the_low_band_and_colour_of_plain_weights(tmp_path):
+    torch.manual_seed(5)
+    old = BGVAE(CONFIGS["tiny"])
+    for p in old.parameters():
+        p.data.normal_(0, 0.1)
+    path = tmp_path / "old.safetensors"
+    save_model(old, path)
+    new = BGVAE(dataclasses.replace(CONFIGS["tiny"], dc_free_detail=True))
+    grown, missing = init_from(new, str(path))
+    assert "synthesis.head.pattern.0.weight" in grown and "transitions.0.up.low.weight" in grown
+    assert all(name.endswith("detail.1.weight") or name == "synthesis.head.pattern.1.weight" for name in missing)
+    width = CONFIGS["tiny"].dec_widths[-1]
+    constant = torch.randn(1, width, 1, 1).expand(1, width, 4, 4)
+    flat = new.synthesis.head(constant)
+    assert torch.allclose(flat, old.synthesis.head(constant).mean(dim=(2, 3), keepdim=True).expand_as(flat), atol=1e-5)
+    up_old, up_new = old.transitions[0].up, new.transitions[0].up
+    assert torch.equal(up_new.low.weight, up_old.proj.weight[:up_new.cout])
+    assert torch.equal(up_new.detail[0].weight, up_old.proj.weight[up_new.cout:])

@@ -49,22 +49,43 @@ def init_from(model: HierarchicalVAE, path: str) -> tuple[list[str], list[str]]:
                 grown[name] = grow_tensor(name, source[name], target[name], old_cfg, model.cfg)
             except ValueError:
                 not_grown.append(name)
-    folded = _fold_head_bias(source, target)
-    grown.update(folded)
-    missing = [name for name in missing if name not in folded]
-    unused = [name for name in unused if not (folded and name == _PER_POSITION_HEAD_BIAS)]
-    skipped = set(mismatched) | set(unused)
+    converted, consumed = _converted(source, target)
+    grown.update(converted)
+    missing = [name for name in missing if name not in converted]
+    unused = [name for name in unused if name not in consumed]
+    skipped = set(mismatched) | set(unused) | consumed
     model.load_state_dict({**{k: v for k, v in source.items() if k not in skipped}, **grown}, strict=False)
     return sorted(grown), sorted(missing + not_grown) + [f"{k} (unused)" for k in unused]
 
 
-def _fold_head_bias(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A head with a bias per sub-position initialises a shared-bias head with the mean of
-    each colour's biases (bgcodec.model.PixelShuffleHead)."""
-    old, new = _PER_POSITION_HEAD_BIAS, _SHARED_HEAD_BIAS
-    if old in source and new in target and new not in source:
-        return {new: source[old].to(target[new].dtype).view(3, -1).mean(1)}
-    return {}
+def _converted(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+               ) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """Tensors of ``target`` that a file of an older head or upsampling layout initialises:
+    the new tensors and the names of the source tensors they were made from."""
+    converted, consumed = {}, set()
+    old_head, old_bias = "synthesis.head.0.weight", (_PER_POSITION_HEAD_BIAS if _PER_POSITION_HEAD_BIAS in source
+                                                     else _SHARED_HEAD_BIAS)
+    if old_bias in source and _SHARED_HEAD_BIAS in target and _SHARED_HEAD_BIAS not in source:
+        converted[_SHARED_HEAD_BIAS] = source[old_bias].view(3, -1).mean(1)
+        consumed.add(old_bias)
+    if "synthesis.head.colour.weight" in target and old_head in source:
+        # ZeroSumPatternHead: each colour's mean map, and the sub-positions' deviations from it
+        weight = source[old_head].unflatten(0, (3, -1))
+        colour = weight.mean(1)
+        converted.update({"synthesis.head.colour.weight": colour,
+                          "synthesis.head.colour.bias": source[old_bias].view(3, -1).mean(1),
+                          "synthesis.head.pattern.0.weight": (weight - colour[:, None]).flatten(0, 1)})
+        consumed |= {old_head, old_bias}
+    for name in target:
+        if name.endswith(".up.low.weight") and name.replace(".low.", ".proj.") in source:
+            # WaveletUp(dc_free): the low band as it was; the detail bands lose their bias
+            prefix = name[:-len("low.weight")]
+            weight, bias = source[prefix + "proj.weight"], source[prefix + "proj.bias"]
+            low = weight.shape[0] // 4
+            converted.update({name: weight[:low], prefix + "low.bias": bias[:low],
+                              prefix + "detail.0.weight": weight[low:]})
+            consumed |= {prefix + "proj.weight", prefix + "proj.bias"}
+    return {name: value.to(target[name].dtype) for name, value in converted.items()}, consumed
 
 
 def save_checkpoint(path: Path, trained: torch.nn.Module, ema_model: torch.nn.Module,
