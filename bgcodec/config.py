@@ -44,10 +44,11 @@ class BGVAEConfig:
     """Bias of the full synthesis's ×4 head: one per output sub-position ("per-position", the
     default of files that do not name it) or one per colour ("shared", see PixelShuffleHead)."""
     dc_free_detail: bool = False
-    """The detail bands of the wavelet upsamplings and the pattern within the ×4 head's 4×4
-    blocks come from zero-sum 3×3 filters (layers.ZeroSumDepthwise, model.ZeroSumPatternHead):
-    a locally constant feature decodes flat, without the 16/8/4-pixel grids. The head then
-    has one bias per colour whatever ``head_bias`` says."""
+    """In the full synthesis, the detail bands of the ×2 wavelet upsampling and the pattern
+    within the ×4 head's 4×4 blocks pass zero-sum filters (layers.ZeroSumDepthwise,
+    model.ZeroSumPatternHead): a feature constant over their window decodes flat, without
+    the 8- and 4-pixel grids. The head then has one bias per colour whatever ``head_bias``
+    says. The top-down path is unchanged: its latents can correct what its upsamplings make."""
     checkerboard: tuple[bool, ...] = (False, False, False, False)
     """Per decoder stage: its latents are coded in two checkerboard halves, the second with a
     spatial context from the first (bgcodec.model.CheckerboardLatentBlock; not at stride 64)."""

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 EMBED_DIM = 256
+DC_FREE_WINDOW = 9
+"""Window of the zero-sum filters: what is constant over it makes no detail."""
 
 
 class PointwiseConv(nn.Linear):
@@ -52,20 +54,20 @@ def _shifted_depthwise(padded: torch.Tensor, weight: torch.Tensor, bias: torch.T
 
 
 class ZeroSumDepthwise(nn.Module):
-    """A 3×3 depthwise conv whose kernels sum to zero, with edge-replicating padding: a
-    locally constant input gives exactly zero, at the borders too. It turns a feature into
-    detail only where the feature changes (see WaveletUp)."""
+    """A k×k depthwise conv whose kernels sum to zero, with edge-replicating padding: a
+    locally constant input gives exactly zero, at the borders too. It starts as the input
+    minus its k×k mean, so it passes what changes within the window (see WaveletUp)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, kernel_size: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(channels, 1, 3, 3))
-        with torch.no_grad():  # a centre tap minus the mean of the eight around it
-            self.weight.fill_(-1 / 8)
-            self.weight[:, :, 1, 1] = 1
+        self.weight = nn.Parameter(torch.full((channels, 1, kernel_size, kernel_size), -1 / kernel_size ** 2))
+        with torch.no_grad():
+            self.weight[:, :, kernel_size // 2, kernel_size // 2] += 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight - self.weight.mean(dim=(2, 3), keepdim=True)
-        padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        pad = self.weight.shape[-1] // 2
+        padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
         if x.dtype == torch.float64:
             return _shifted_depthwise(padded, weight, None)
         return F.conv2d(padded, weight, groups=x.shape[1])
@@ -194,7 +196,8 @@ class WaveletUp(nn.Module):
         self.cout, self.dc_free = cout, dc_free
         if dc_free:
             self.low = conv(cin, cout, 1)
-            self.detail = nn.Sequential(PointwiseConv(cin, 3 * cout, bias=False), ZeroSumDepthwise(3 * cout))
+            self.detail = nn.Sequential(PointwiseConv(cin, 3 * cout, bias=False),
+                                        ZeroSumDepthwise(3 * cout, DC_FREE_WINDOW))
         else:
             self.proj = conv(cin, 4 * cout, 1)
 

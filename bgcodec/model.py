@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BGVAEConfig
-from .layers import (BConvNeXt, CrossAttention, LambdaEmbedding, Modulation, PointwiseConv, WaveletDown, WaveletUp,
-                     ZeroSumDepthwise, conv)
+from .layers import (DC_FREE_WINDOW, BConvNeXt, CrossAttention, LambdaEmbedding, Modulation, PointwiseConv,
+                     WaveletDown, WaveletUp, ZeroSumDepthwise, conv)
 
 PAD_MULTIPLE = 64
 INPUT_MEAN = 0.4546259594901961
@@ -241,7 +241,7 @@ class Transition(nn.Module):
     """End of a top-down stage: a ConvNeXt block, wavelet ×2 upsampling and optional
     cross-attention from the upsampled feature to the stage's own (half-resolution) output."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, mlp_ratio: float, attention: bool, dc_free: bool):
+    def __init__(self, cin: int, cout: int, kernel: int, mlp_ratio: float, attention: bool, dc_free: bool = False):
         super().__init__()
         self.block = BConvNeXt(cin, kernel, mlp_ratio)
         self.up = WaveletUp(cin, cout, dc_free)
@@ -275,7 +275,7 @@ class ZeroSumPatternHead(nn.Module):
         self.scale = scale
         self.colour = conv(cin, 3, 1)
         self.pattern = nn.Sequential(PointwiseConv(cin, 3 * scale * scale, bias=False),
-                                     ZeroSumDepthwise(3 * scale * scale), nn.PixelShuffle(scale))
+                                     ZeroSumDepthwise(3 * scale * scale, DC_FREE_WINDOW), nn.PixelShuffle(scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         colour = self.colour(x).repeat_interleave(self.scale, dim=2).repeat_interleave(self.scale, dim=3)
@@ -396,7 +396,7 @@ class HierarchicalVAE(nn.Module):
         self.stages = nn.ModuleList(TopDownStage(cfg, i, tap_widths[i], latent_block(i)) for i in range(4))
         self.transitions = nn.ModuleList(
             Transition(cfg.dec_widths[i], cfg.dec_widths[i + 1], cfg.dec_kernels[i], cfg.dec_mlp_ratios[i],
-                       cfg.cross_attention[i], cfg.dc_free_detail)
+                       cfg.cross_attention[i])
             for i in range(3)
         )
         self.synthesis = FullSynthesis(cfg)

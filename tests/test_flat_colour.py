@@ -74,8 +74,8 @@ def test_dc_free_upsampling_and_head_turn_a_constant_feature_into_a_flat_one(dty
         for p in model.parameters():
             p.data.normal_(0, 0.3)
     width8, width4 = cfg.dec_widths[-2], cfg.dec_widths[-1]
-    constant8 = torch.randn(1, width8, 1, 1, dtype=dtype).expand(1, width8, 6, 5)
-    constant4 = torch.randn(1, width4, 1, 1, dtype=dtype).expand(1, width4, 6, 5)
+    constant8 = torch.randn(1, width8, 1, 1, dtype=dtype).expand(1, width8, 12, 10)
+    constant4 = torch.randn(1, width4, 1, 1, dtype=dtype).expand(1, width4, 12, 10)
 
     def spread(x):  # the largest range of a channel over the positions, borders included
         return float((x.amax(dim=(2, 3)) - x.amin(dim=(2, 3))).max().detach())
@@ -97,12 +97,13 @@ def test_init_gives_a_dc_free_model_the_low_band_and_colour_of_plain_weights(tmp
     save_model(old, path)
     new = BGVAE(dataclasses.replace(CONFIGS["tiny"], dc_free_detail=True))
     grown, missing = init_from(new, str(path))
-    assert "synthesis.head.pattern.0.weight" in grown and "transitions.0.up.low.weight" in grown
+    assert "synthesis.head.pattern.0.weight" in grown and "synthesis.transition.up.low.weight" in grown
     assert all(name.endswith("detail.1.weight") or name == "synthesis.head.pattern.1.weight" for name in missing)
     width = CONFIGS["tiny"].dec_widths[-1]
     constant = torch.randn(1, width, 1, 1).expand(1, width, 4, 4)
     flat = new.synthesis.head(constant)
     assert torch.allclose(flat, old.synthesis.head(constant).mean(dim=(2, 3), keepdim=True).expand_as(flat), atol=1e-5)
-    up_old, up_new = old.transitions[0].up, new.transitions[0].up
+    assert torch.equal(new.transitions[0].up.proj.weight, old.transitions[0].up.proj.weight)  # the top-down path
+    up_old, up_new = old.synthesis.transition.up, new.synthesis.transition.up
     assert torch.equal(up_new.low.weight, up_old.proj.weight[:up_new.cout])
     assert torch.equal(up_new.detail[0].weight, up_old.proj.weight[up_new.cout:])

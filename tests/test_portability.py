@@ -6,7 +6,8 @@ Fresh interpreters run under the environment variables of
 ``bgcodec.eval.system.KERNEL_CONFIGURATIONS`` (no AVX2 in ATen, oneDNN and MKL without AVX, 1 and
 2 threads), with the shipped weights on a few small images, and with those weights in the
 ``small-checkerboard`` layout under a random context convolution (its second halves then
-depend on the first). Each one encodes the images
+depend on the first) and in the ``small-dc-free`` layout with random zero-sum filters
+(float64 shifted sums with edge padding in the top-down path). Each one encodes the images
 and decodes the files that the unmodified (native) process wrote.
 """
 
@@ -93,11 +94,34 @@ def checkerboard_weights(path: Path) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module", params=["shipped", "checkerboard"])
+def dc_free_weights(path: Path) -> str:
+    import torch
+
+    from bgcodec.config import CONFIGS, resolve
+    from bgcodec.model import BGVAE
+    from bgcodec.train.checkpoints import init_from
+    from bgcodec.weights import save_model
+
+    model = BGVAE(CONFIGS["small-dc-free"])
+    init_from(model, resolve("bgvae-small.safetensors"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("detail.1.weight") or name == "synthesis.head.pattern.1.weight":
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(4))
+    save_model(model, path)
+    return str(path)
+
+
+WEIGHTS = {"shipped": lambda root: "bgvae-small.safetensors",
+           "checkerboard": lambda root: checkerboard_weights(root / "board.safetensors"),
+           "dc-free": lambda root: dc_free_weights(root / "dc-free.safetensors")}
+
+
+@pytest.fixture(scope="module", params=list(WEIGHTS))
 def native(request, tmp_path_factory):
     """The weights, the images, and the files the native process wrote (and decoded itself)."""
     root = tmp_path_factory.mktemp("portability")
-    weights = "bgvae-small.safetensors" if request.param == "shipped" else checkerboard_weights(root / "board.safetensors")
+    weights = WEIGHTS[request.param](root)
     images = root / "images"
     images.mkdir()
     for h, w in SIZES:
