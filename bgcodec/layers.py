@@ -56,16 +56,21 @@ def _shifted_depthwise(padded: torch.Tensor, weight: torch.Tensor, bias: torch.T
 class ZeroSumDepthwise(nn.Module):
     """A k×k depthwise conv whose kernels sum to zero, with edge-replicating padding: a
     locally constant input gives exactly zero, at the borders too. It starts as the input
-    minus its k×k mean, so it passes what changes within the window (see WaveletUp)."""
+    minus its k×k mean, so it passes what changes within the window (see WaveletUp).
+
+    Each kernel is its weight minus ``dc_removed`` times the weight's mean. Coding always
+    uses 1; training may raise it from 0 (the identity) to 1 (bgcodec train --dc-free-ramp).
+    """
 
     def __init__(self, channels: int, kernel_size: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.full((channels, 1, kernel_size, kernel_size), -1 / kernel_size ** 2))
+        self.weight = nn.Parameter(torch.zeros(channels, 1, kernel_size, kernel_size))
         with torch.no_grad():
-            self.weight[:, :, kernel_size // 2, kernel_size // 2] += 1
+            self.weight[:, :, kernel_size // 2, kernel_size // 2] = 1
+        self.dc_removed = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight - self.weight.mean(dim=(2, 3), keepdim=True)
+        weight = self.weight - self.dc_removed * self.weight.mean(dim=(2, 3), keepdim=True)
         pad = self.weight.shape[-1] // 2
         padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
         if x.dtype == torch.float64:
@@ -186,8 +191,8 @@ class WaveletDown(nn.Module):
 class WaveletUp(nn.Module):
     """×2 upsampling: 1×1 conv to four subbands, inverse Haar DWT.
 
-    With ``dc_free`` the three detail bands pass a ZeroSumDepthwise and have no bias, so a
-    locally constant feature upsamples to a constant one; otherwise it becomes a fixed 2×2
+    With ``dc_free`` the three detail bands pass a ZeroSumDepthwise (which cancels their
+    bias too), so a locally constant feature upsamples to a constant one; otherwise it becomes a fixed 2×2
     pattern, a grid at the layer's stride in flat areas (benchmarks/flat_texture.py).
     """
 
@@ -196,14 +201,20 @@ class WaveletUp(nn.Module):
         self.cout, self.dc_free = cout, dc_free
         if dc_free:
             self.low = conv(cin, cout, 1)
-            self.detail = nn.Sequential(PointwiseConv(cin, 3 * cout, bias=False),
-                                        ZeroSumDepthwise(3 * cout, DC_FREE_WINDOW))
+            self.detail = nn.Sequential(PointwiseConv(cin, 3 * cout), ZeroSumDepthwise(3 * cout, DC_FREE_WINDOW))
         else:
             self.proj = conv(cin, 4 * cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bands = torch.cat([self.low(x), self.detail(x)], dim=1) if self.dc_free else self.proj(x)
         return haar_idwt(bands.unflatten(1, (4, self.cout)))
+
+
+def set_dc_removed(module: nn.Module, share: float) -> None:
+    """Set ``dc_removed`` of every ZeroSumDepthwise in ``module``."""
+    for m in module.modules():
+        if isinstance(m, ZeroSumDepthwise):
+            m.dc_removed = share
 
 
 class CrossAttention(nn.Module):

@@ -274,8 +274,8 @@ class ZeroSumPatternHead(nn.Module):
         super().__init__()
         self.scale = scale
         self.colour = conv(cin, 3, 1)
-        self.pattern = nn.Sequential(PointwiseConv(cin, 3 * scale * scale, bias=False),
-                                     ZeroSumDepthwise(3 * scale * scale, DC_FREE_WINDOW), nn.PixelShuffle(scale))
+        self.pattern = nn.Sequential(conv(cin, 3 * scale * scale, 1), ZeroSumDepthwise(3 * scale * scale, DC_FREE_WINDOW),
+                                     nn.PixelShuffle(scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         colour = self.colour(x).repeat_interleave(self.scale, dim=2).repeat_interleave(self.scale, dim=3)

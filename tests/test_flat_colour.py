@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bgcodec.config import CONFIGS
+from bgcodec.layers import set_dc_removed
 from bgcodec.model import BGVAE
 from bgcodec.train.checkpoints import init_from
 from bgcodec.train.data import CropSampler
@@ -107,3 +108,21 @@ def test_init_gives_a_dc_free_model_the_low_band_and_colour_of_plain_weights(tmp
     up_old, up_new = old.synthesis.transition.up, new.synthesis.transition.up
     assert torch.equal(up_new.low.weight, up_old.proj.weight[:up_new.cout])
     assert torch.equal(up_new.detail[0].weight, up_old.proj.weight[up_new.cout:])
+
+
+@pytest.mark.parametrize("head_bias", ["per-position", "shared"])
+def test_with_the_mean_left_in_a_converted_synthesis_computes_what_the_plain_one_did(tmp_path, head_bias):
+    torch.manual_seed(6)
+    old = BGVAE(dataclasses.replace(CONFIGS["tiny"], head_bias=head_bias)).eval()
+    for p in old.parameters():
+        p.data.normal_(0, 0.1)
+    path = tmp_path / "old.safetensors"
+    save_model(old, path)
+    new = BGVAE(dataclasses.replace(CONFIGS["tiny"], dc_free_detail=True)).eval()
+    init_from(new, str(path))
+    feature = torch.randn(2, CONFIGS["tiny"].dec_widths[-2], 10, 12)
+    emb = torch.randn(2, 256)
+    set_dc_removed(new, 0.0)
+    assert torch.allclose(new.synthesis(feature, emb), old.synthesis(feature, emb), atol=1e-5)
+    set_dc_removed(new, 1.0)
+    assert not torch.allclose(new.synthesis(feature, emb), old.synthesis(feature, emb), atol=1e-3)

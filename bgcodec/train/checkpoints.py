@@ -70,20 +70,20 @@ def _converted(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
         consumed.add(old_bias)
     if "synthesis.head.colour.weight" in target and old_head in source:
         # ZeroSumPatternHead: each colour's mean map, and the sub-positions' deviations from it
-        weight = source[old_head].unflatten(0, (3, -1))
-        colour = weight.mean(1)
-        converted.update({"synthesis.head.colour.weight": colour,
-                          "synthesis.head.colour.bias": source[old_bias].view(3, -1).mean(1),
-                          "synthesis.head.pattern.0.weight": (weight - colour[:, None]).flatten(0, 1)})
+        weight, bias = source[old_head].unflatten(0, (3, -1)), source[old_bias].view(3, -1)
+        colour, colour_bias = weight.mean(1), bias.mean(1)
+        converted.update({"synthesis.head.colour.weight": colour, "synthesis.head.colour.bias": colour_bias,
+                          "synthesis.head.pattern.0.weight": (weight - colour[:, None]).flatten(0, 1),
+                          "synthesis.head.pattern.0.bias": (bias - colour_bias[:, None]).expand(3, 16).flatten()})
         consumed |= {old_head, old_bias}
     for name in target:
         if name.endswith(".up.low.weight") and name.replace(".low.", ".proj.") in source:
-            # WaveletUp(dc_free): the low band as it was; the detail bands lose their bias
+            # WaveletUp(dc_free): the bands as they were, the low one apart
             prefix = name[:-len("low.weight")]
             weight, bias = source[prefix + "proj.weight"], source[prefix + "proj.bias"]
             low = weight.shape[0] // 4
             converted.update({name: weight[:low], prefix + "low.bias": bias[:low],
-                              prefix + "detail.0.weight": weight[low:]})
+                              prefix + "detail.0.weight": weight[low:], prefix + "detail.0.bias": bias[low:]})
             consumed |= {prefix + "proj.weight", prefix + "proj.bias"}
     return {name: value.to(target[name].dtype) for name, value in converted.items()}, consumed
 

@@ -29,6 +29,7 @@ from ..codec import pick_device
 from ..config import CONFIGS
 from ..errors import BgcodecError
 from ..imageio import find_images
+from ..layers import set_dc_removed
 from ..model import BGVAE, HierarchicalVAE
 from ..weights import load_bound_model
 from .checkpoints import export_weights, init_from, load_checkpoint, save_checkpoint
@@ -254,6 +255,7 @@ def take_step(run: Run) -> dict[str, float]:
     lr = learning_rate(run.step, opts)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
+    set_dc_removed(run.trained, min(1.0, run.step / opts.dc_free_ramp) if opts.dc_free_ramp else 1.0)
     im = run.sampler.batch(opts.batch_size).to(run.device).contiguous(memory_format=torch.channels_last)
     lo, hi = run.model.cfg.lmbda_range
     lmbda = sample_lambdas(opts.batch_size, lo, hi, run.lambda_generator, opts.sampled_lambdas).to(run.device)

@@ -44,6 +44,9 @@ class TrainOptions:
     synthetic_share: float = setting(0.0, "Share of the crops that are generated pictures of flat colour, "
                                      "shading, soft focus and line art (bgcodec.train.synthetic) instead of crops "
                                      "of the data.", min=0, max=1)
+    dc_free_ramp: int = setting(0, "With a dc_free_detail config: take the mean out of its zero-sum filters "
+                                "gradually over the first this many steps, so that weights from a plain head and "
+                                "upsampling (--init) adapt instead of starting several dB worse; 0: at once.", min=0)
     downscale_jpeg: bool = setting(False, "Halve JPEG sources before cropping (removes JPEG artefacts).")
     device: str = setting("auto", "Where to train; auto uses CUDA when available.", choices=DEVICES)
     threads: int | None = setting(None, "CPU threads (default: torch's).", min=1)
