@@ -1,6 +1,7 @@
 """The trainer: objective, schedule, checkpoints, resume, --init, DDP on CPU."""
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from bgcodec.train.data import random_crop
 from bgcodec.config import CONFIGS
 from bgcodec.model import BGVAE
 from bgcodec.train.checkpoints import init_from
-from bgcodec.train.loop import learning_rate, sample_lambdas, train
+from bgcodec.train.loop import learning_rate, sample_lambdas, setup, take_step, train
 from bgcodec.train.options import TrainOptions
 from bgcodec.weights import load_model
 
@@ -147,8 +148,6 @@ def test_init_copies_matching_tensors_and_lists_the_rest(tmp_path):
     source = BGVAE(CONFIGS["tiny"])
     path = tmp_path / "w.safetensors"
     save_model(source, path)
-    import dataclasses
-
     changed = dataclasses.replace(CONFIGS["tiny"], stride4_depth=2)
     target = BGVAE(changed)
     grown, missing = init_from(target, str(path))
@@ -242,3 +241,14 @@ def test_a_regulariser_is_checkpointed_resumed_and_never_exported(image_dir, tmp
     train(options(image_dir, run, steps=3, resume=True, **option), log=lambda s: None)
     with open(run / "log.csv") as f:
         assert logged in f.readline()
+
+
+def test_the_dc_free_ramp_takes_the_mean_out_step_by_step(image_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(CONFIGS, "tiny-dc-free", dataclasses.replace(CONFIGS["tiny"], dc_free_detail=True))
+    run = setup(options(image_dir, tmp_path / "run", config="tiny-dc-free", dc_free_ramp=4), log=lambda s: None)
+    shares = []
+    for _ in range(6):
+        take_step(run)
+        shares.append(run.model.synthesis.head.pattern[1].dc_removed)
+    assert shares == [0, 0.25, 0.5, 0.75, 1, 1]
+    assert run.ema.model.synthesis.head.pattern[1].dc_removed == 1  # validation and export see the coded model
