@@ -32,7 +32,8 @@ ZOOM, GAP, STEP = 4, 16, 16
 def flattest_window(image: np.ndarray, size: int) -> tuple[int, int]:
     """Top-left corner of the ``size``² window whose luma varies least."""
     luma = image.astype(float) @ np.array([0.299, 0.587, 0.114])
-    corners = [(y, x) for y in range(0, image.shape[0] - size + 1, STEP) for x in range(0, image.shape[1] - size + 1, STEP)]
+    corners = [(y, x) for y in range(0, image.shape[0] - size + 1, STEP)
+               for x in range(0, image.shape[1] - size + 1, STEP)]
     return min(corners, key=lambda c: luma[c[0]:c[0] + size, c[1]:c[1] + size].std())
 
 

@@ -139,7 +139,7 @@ CONFIGS: dict[str, BGVAEConfig] = {
     # `small` with the 48 channels of its stride-8 latents in growing groups of 4, 14 and 30
     # (uneven_groups) instead of 16 each: the experiment of uneven channel groups.
     "small-uneven": dataclasses.replace(SMALL, latent_channels=(16, 16, 32, uneven_groups(48, 3))),
-    # `small` whose upsamplings and head make no detail from a constant feature: the flat-colour experiment.
+    # `small` whose full synthesis makes no detail from a locally constant feature: the flat-colour experiment.
     "small-dc-free": dataclasses.replace(SMALL, dc_free_detail=True),
     # `small` with its stride-8 latents coded in checkerboard halves: the spatial-context experiment.
     "small-checkerboard": dataclasses.replace(SMALL, checkerboard=(False, False, False, True)),

@@ -192,8 +192,9 @@ class WaveletUp(nn.Module):
     """×2 upsampling: 1×1 conv to four subbands, inverse Haar DWT.
 
     With ``dc_free`` the three detail bands pass a ZeroSumDepthwise (which cancels their
-    bias too), so a locally constant feature upsamples to a constant one; otherwise it becomes a fixed 2×2
-    pattern, a grid at the layer's stride in flat areas (benchmarks/flat_texture.py).
+    bias too), so a locally constant feature upsamples to a constant one; otherwise it
+    becomes a fixed 2×2 pattern, a grid at the layer's stride in flat areas
+    (benchmarks/flat_texture.py).
     """
 
     def __init__(self, cin: int, cout: int, dc_free: bool = False):

@@ -274,7 +274,8 @@ class ZeroSumPatternHead(nn.Module):
         super().__init__()
         self.scale = scale
         self.colour = conv(cin, 3, 1)
-        self.pattern = nn.Sequential(conv(cin, 3 * scale * scale, 1), ZeroSumDepthwise(3 * scale * scale, DC_FREE_WINDOW),
+        channels = 3 * scale * scale
+        self.pattern = nn.Sequential(conv(cin, channels, 1), ZeroSumDepthwise(channels, DC_FREE_WINDOW),
                                      nn.PixelShuffle(scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -63,8 +63,8 @@ def _converted(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
     """Tensors of ``target`` that a file of an older head or upsampling layout initialises:
     the new tensors and the names of the source tensors they were made from."""
     converted, consumed = {}, set()
-    old_head, old_bias = "synthesis.head.0.weight", (_PER_POSITION_HEAD_BIAS if _PER_POSITION_HEAD_BIAS in source
-                                                     else _SHARED_HEAD_BIAS)
+    old_head = "synthesis.head.0.weight"
+    old_bias = _PER_POSITION_HEAD_BIAS if _PER_POSITION_HEAD_BIAS in source else _SHARED_HEAD_BIAS
     if old_bias in source and _SHARED_HEAD_BIAS in target and _SHARED_HEAD_BIAS not in source:
         converted[_SHARED_HEAD_BIAS] = source[old_bias].view(3, -1).mean(1)
         consumed.add(old_bias)
