@@ -255,7 +255,8 @@ def take_step(run: Run) -> dict[str, float]:
     lr = learning_rate(run.step, opts)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    set_dc_removed(run.trained, min(1.0, run.step / opts.dc_free_ramp) if opts.dc_free_ramp else 1.0)
+    if opts.dc_free_ramp:  # zero-sum filters start with their mean fully out
+        set_dc_removed(run.trained, min(1.0, run.step / opts.dc_free_ramp))
     im = run.sampler.batch(opts.batch_size).to(run.device).contiguous(memory_format=torch.channels_last)
     lo, hi = run.model.cfg.lmbda_range
     lmbda = sample_lambdas(opts.batch_size, lo, hi, run.lambda_generator, opts.sampled_lambdas).to(run.device)
