@@ -187,6 +187,31 @@ def test_jobs_is_the_cores_a_single_input_codes_on(monkeypatch, jobs, threads):
         torch.set_num_threads(before)
 
 
+def _worker_view(holder):
+    import torch
+
+    return holder._codec is not None, torch.get_num_threads()
+
+
+def test_forked_workers_share_the_codec_loaded_before_the_fork(monkeypatch):
+    import torch
+
+    from bgcodec.cli import batch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("bgcodec.resources.idle_cores", lambda: 4)
+    monkeypatch.setattr(batch, "_workers", 1)
+    before = torch.get_num_threads()
+    try:
+        holder = batch.CodecHolder("random:tiny", "cpu")
+        threads = holder.load_for_workers(2)
+        assert threads == 2 and torch.get_num_threads() == 1  # loaded on one thread, each worker takes two
+        with batch._worker_pool(2, True, threads) as pool:
+            assert pool.submit(_worker_view, holder).result() == (True, 2)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 def test_batch_with_a_bad_input_in_a_process(tmp_path, lam):
     write_png(tmp_path / "one.png", 16, 16, seed=1)

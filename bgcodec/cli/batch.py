@@ -195,24 +195,52 @@ class CodecHolder:
             _stop_pool(self._tile_pool)
             self._tile_pool = None
 
-    def _load(self):
-        # Passive OpenMP workers, read when torch is first imported just below: busy-waiting
-        # ones collapse when other jobs share the cores.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    def load_for_workers(self, workers: int) -> int:
+        """Load the codec here for ``workers`` processes forked from this one, which then start
+        without importing torch or reading the weights again. It loads on one thread: a forked
+        process can start threads of its own only if its parent never did. Returns the threads
+        each worker is to code with."""
+        global _workers
+        _workers = workers
+        torch = _import_torch()
+        threads = _coding_threads() or torch.get_num_threads()
+        self._codec = _worker_codecs[(self.weights, self.device)] = self._load(threads=1)
+        return threads
+
+    def _load(self, threads: int | None = None):
+        """The codec, coding on ``threads`` (default: this process's share of the idle cores)."""
         try:
-            import torch
-
+            torch = _import_torch()
             from ..codec import Codec
-            from ..resources import idle_cores
 
-            if "OMP_NUM_THREADS" not in os.environ:  # the result does not depend on it
-                idle = idle_cores()
-                torch.set_num_threads(max(1, min(idle, _cores or idle) // _workers))
+            threads = threads or _coding_threads()
+            if threads:
+                torch.set_num_threads(threads)
             return Codec.load(self.weights, device=self.device)
         except BgcodecError as exc:
             raise Fatal(one_line(exc)) from None
         except Exception as exc:
             raise Fatal(f"cannot load the model: {describe_failure(exc)}") from None
+
+
+def _import_torch():
+    # Passive OpenMP workers, read when torch is first imported: busy-waiting ones collapse
+    # when other jobs share the cores.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    return torch
+
+
+def _coding_threads() -> int | None:
+    """This process's share of the idle cores, or None to keep torch's count where the user set
+    OMP_NUM_THREADS (the result does not depend on it)."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    from ..resources import idle_cores
+
+    idle = idle_cores()
+    return max(1, min(idle, _cores or idle) // _workers)
 
 
 _workers = 1
@@ -246,7 +274,7 @@ def run_batch(ctx: click.Context, jobs: list[Job], task: Task, reporter: Reporte
     holder = getattr(task, "holder", None)
     with run_ends_cleanly(ctx, reporter), bar:
         if parallel:
-            failures = _run_in_workers(jobs, task, reporter, bar, min(workers, len(jobs)))
+            failures = _run_in_workers(jobs, task, holder, reporter, bar, min(workers, len(jobs)))
         else:
             _cores = workers
             if holder is not None:
@@ -274,13 +302,16 @@ def _run_here(jobs: list[Job], task: Task, reporter: Reporter, bar: ProgressBar)
     return failures
 
 
-def _run_in_workers(jobs: list[Job], task: Task, reporter: Reporter, bar: ProgressBar, workers: int) -> int:
-    """The jobs spread over worker processes that each load the model once; their notes and
-    statistics go to stderr as they come, errors are counted and printed here."""
+def _run_in_workers(jobs: list[Job], task: Task, holder: CodecHolder | None, reporter: Reporter,
+                    bar: ProgressBar, workers: int) -> int:
+    """The jobs spread over worker processes that share the model loaded here (where they can
+    be forked) or each load it once; their notes and statistics go to stderr as they come,
+    errors are counted and printed here."""
     import concurrent.futures
 
+    threads = holder.load_for_workers(workers) if holder is not None and _can_fork() else None
     failures = 0
-    with _worker_pool(workers, reporter.quiet) as pool:
+    with _worker_pool(workers, reporter.quiet, threads) as pool:
         pending = {pool.submit(_work, task, job): job for job in jobs}
         try:
             for done, future in enumerate(concurrent.futures.as_completed(pending), 1):
@@ -297,16 +328,24 @@ def _run_in_workers(jobs: list[Job], task: Task, reporter: Reporter, bar: Progre
     return failures
 
 
-def _worker_pool(workers: int, quiet: bool):
-    """A process pool whose workers each load the model once and take their share of the idle cores."""
+def _can_fork() -> bool:
+    # Forking is fast, but only safe before torch has been imported here (or imported by
+    # load_for_workers, which starts no threads).
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods() and "torch" not in sys.modules
+
+
+def _worker_pool(workers: int, quiet: bool, threads: int | None = None):
+    """A process pool whose workers take their share of the idle cores and load the model once,
+    or, forked after load_for_workers, code on ``threads`` with the codec loaded here."""
     import concurrent.futures
     import multiprocessing
 
-    # Forking is fast, but only safe before torch has started its thread pools.
-    fork = "fork" in multiprocessing.get_all_start_methods() and "torch" not in sys.modules
+    fork = threads is not None or _can_fork()
     context = multiprocessing.get_context("fork" if fork else "spawn")
     return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                                  initargs=(workers, quiet))
+                                                  initargs=(workers, quiet, threads))
 
 
 def _stop_pool(pool) -> None:
@@ -319,13 +358,16 @@ _worker_reporter: Reporter | None = None
 _in_task = False
 
 
-def _start_worker(workers: int, quiet: bool) -> None:
+def _start_worker(workers: int, quiet: bool, threads: int | None) -> None:
     """Ctrl-C is the main process's to handle: it stops the workers with SIGTERM, which ends
-    a task cleanly (its temporary file removed) and an idle worker at once."""
+    a task cleanly (its temporary file removed) and an idle worker at once. ``threads``: the
+    coding threads of a worker forked with the codec loaded."""
     global _workers, _worker_reporter
     _workers, _worker_reporter = workers, Reporter(quiet)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop_worker)
+    if threads is not None:
+        _import_torch().set_num_threads(threads)
 
 
 def _stop_worker(signum: int, frame: object) -> None:
