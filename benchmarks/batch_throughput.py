@@ -2,8 +2,9 @@
 
 Codes every image of a folder in one command per job count (``bgcodec encode DIR/*.png -o
 OUT/ -j J``, then ``bgcodec decode OUT/*.bgv -o DEC/ -j J``), whole processes included,
-``--repeat`` times alternating, and prints images per second and the ratio to -j 1. The
-files written with each job count are checked to be the same bytes.
+``--repeat`` times alternating, and prints images per second and the ratio to -j 1 (of the
+medians, and of each repeat, which shows the machine's noise). The files written with each
+job count are checked to be the same bytes.
 
     python benchmarks/batch_throughput.py KODAK
     python benchmarks/batch_throughput.py KODAK --jobs 1,2 --repeat 2 --lambda 0.01
@@ -50,13 +51,15 @@ def main() -> None:
     load = f", load average {os.getloadavg()[0]:.2f} at the end" if hasattr(os, "getloadavg") else ""
     print(f"{len(images)} images of {args.folder}, λ {args.lmbda}, median of {args.repeat}, {os.cpu_count()} "
           f"cores{load}; the same files with every -j: {same}\n")
-    print("| command | -j | s | images/s | × -j " + str(counts[0]) + " |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| command | -j | s | images/s | × -j {counts[0]} | × -j {counts[0]} per repeat |")
+    print("|---|---:|---:|---:|---:|---|")
     for verb in ("encode", "decode"):
-        reference = statistics.median(seconds[(verb, counts[0])])
+        reference = seconds[(verb, counts[0])]
         for jobs in counts:
             value = statistics.median(seconds[(verb, jobs)])
-            print(f"| bgcodec {verb} | {jobs} | {value:.2f} | {len(images) / value:.2f} | {reference / value:.2f} |")
+            ratios = ", ".join(f"{r / t:.2f}" for r, t in zip(reference, seconds[(verb, jobs)]))
+            print(f"| bgcodec {verb} | {jobs} | {value:.2f} | {len(images) / value:.2f} | "
+                  f"{statistics.median(reference) / value:.2f} | {ratios} |")
 
 
 if __name__ == "__main__":
