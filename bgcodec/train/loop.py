@@ -171,13 +171,17 @@ def train(opts: TrainOptions, log: Log = print) -> Path:
     run = setup(opts, log)
     stop = _StopRequested()
     last_save = time.time()
+    deadline = None if opts.minutes is None else time.time() + 60 * opts.minutes
+    requested_steps = opts.steps
     while run.step < opts.steps and not stop.requested:
         stats = take_step(run)
         if run.rank != 0:
             continue
         run.window.append(stats)
         if run.step % opts.log_every == 0 or run.step == opts.steps:
-            log_window(run, log)
+            steps_per_s = log_window(run, log)
+            if deadline is not None:
+                opts.steps = steps_that_fit(run.step, requested_steps, steps_per_s, deadline - time.time())
         if run.val_images and (run.step % opts.val_every == 0 or run.step == opts.steps):
             validate(run, log)
         if time.time() - last_save > 60 * opts.checkpoint_minutes:
@@ -196,6 +200,8 @@ def setup(opts: TrainOptions, log: Log) -> Run:
     checkpoint or starts from --init."""
     device = pick_device(opts.device)
     rank, world = _setup_distributed(device.type)
+    if world > 1 and opts.minutes is not None:  # the ranks would have to agree on the steps that fit
+        raise BgcodecError("--minutes works in a single process, not under torchrun")
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -272,8 +278,9 @@ def take_step(run: Run) -> dict[str, float]:
     return {k: v.item() for k, v in stats.items()}
 
 
-def log_window(run: Run, log: Log) -> None:
-    """The mean statistics of the steps since the last log line, to log.csv and ``log``."""
+def log_window(run: Run, log: Log) -> float:
+    """The mean statistics of the steps since the last log line, to log.csv and ``log``;
+    returns their rate in steps per second."""
     elapsed = time.time() - run.window_started
     window = run.window
     row = {"step": run.step, "images_per_s": round(len(window) * run.opts.batch_size * run.world / elapsed, 2),
@@ -282,6 +289,13 @@ def log_window(run: Run, log: Log) -> None:
     _append_csv(run.out / "log.csv", row)
     log(" ".join(f"{k}={v}" for k, v in row.items()))
     run.window, run.window_started = [], time.time()
+    return len(window) / elapsed
+
+
+def steps_that_fit(step: int, requested: int, steps_per_s: float, seconds_left: float) -> int:
+    """The total steps of a run at ``step`` that ends within ``seconds_left`` at this rate
+    (never more than ``requested``; ``step`` when the time is up)."""
+    return max(step, min(requested, step + int(steps_per_s * max(0.0, seconds_left))))
 
 
 def validate(run: Run, log: Log) -> None:

@@ -65,6 +65,10 @@ class TrainOptions:
     val_every: int = setting(2000, "Validate every this many steps.", min=1)
     log_every: int = setting(50, "Log every this many steps.", min=1)
     checkpoint_minutes: float = setting(5.0, "Save a checkpoint every this many minutes.", min=0.1)
+    minutes: float | None = setting(None, "Train for at most this many minutes (of this process): at every log "
+                                    "line --steps is lowered to the steps that fit at the rate of the last "
+                                    "log window, so the learning-rate schedule ends in time.", min=0,
+                                    min_open=True)
     shallow_only: bool = setting(False, "Train only the shallow synthesis, against the frozen model from --init "
                                  "(run it after the main training; the main training leaves the shallow synthesis "
                                  "untouched).")

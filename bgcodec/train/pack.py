@@ -1,0 +1,129 @@
+"""Packing training images into one archive small enough to travel to a machine lent for a
+short time (a GPU), where ``bgcodec.train.remote`` trains on it.
+
+Every image is stored losslessly (WebP), as the trainer reads it: alpha dropped, JPEG
+sources halved when ``downscale_jpeg`` is set (the archive's images are then PNG-exact, so
+the remote run must not halve them again). An image larger than ``max_side`` on a side is cut
+to a random window of that size: the trainer draws images uniformly and crops them, so many
+images with room for crops serve it better than a few whole large ones. Images are taken
+from the folders in turn, each folder's in random order, until the next one would exceed the
+byte budget; so each folder keeps about the same share when not all fit.
+
+    python -m bgcodec.train.pack photos/ more/ -o data.tar --budget-mib 45 --downscale-jpeg
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import tarfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..imageio import find_images
+from .data import load_training_image
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class PackSummary:
+    """What an archive holds: images and pixels kept and offered, per folder, and its bytes."""
+
+    kept: dict[str, int] = field(default_factory=dict)
+    offered: dict[str, int] = field(default_factory=dict)
+    pixels: int = 0
+    bytes: int = 0
+
+
+def window(image: np.ndarray, max_side: int, rng: np.random.Generator) -> np.ndarray:
+    """A random window of at most max_side×max_side pixels of an HxWx3 image."""
+    height, width = image.shape[:2]
+    top = int(rng.integers(0, max(0, height - max_side) + 1))
+    left = int(rng.integers(0, max(0, width - max_side) + 1))
+    return image[top:top + max_side, left:left + max_side]
+
+
+def webp_lossless(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="WEBP", lossless=True, quality=100, method=4)
+    return buffer.getvalue()
+
+
+def _in_turn(files: dict[str, list[Path]], rng: np.random.Generator) -> Iterator[tuple[str, Path]]:
+    """(folder, image) from each folder in turn, each folder's images in random order."""
+    queues = [[(folder, paths[i]) for i in rng.permutation(len(paths))] for folder, paths in files.items()]
+    for batch in itertools.zip_longest(*queues):
+        yield from (item for item in batch if item is not None)
+
+
+def pack(folders: Sequence[str], archive: str | Path, budget_bytes: int, *, max_side: int = 512,
+         downscale_jpeg: bool = False, seed: int = 0, val_dir: str | None = None, log=print) -> PackSummary:
+    """Write the images of ``folders`` (see the module's doc) into the tar file ``archive``,
+    at most ``budget_bytes`` in all, with a manifest of where each image came from. The
+    images of ``val_dir``, whole, go first, into ``val/`` (for ``bgcodec train --val-dir``)."""
+    rng = np.random.default_rng(seed)
+    files = {folder: find_images([folder]) for folder in folders}
+    summary = PackSummary(offered={folder: len(paths) for folder, paths in files.items()})
+    manifest = {"downscale_jpeg_applied": downscale_jpeg, "max_side": max_side, "seed": seed, "images": []}
+    reserve = 64 * 1024  # the manifest and the tar headers
+    started = time.time()
+    with tarfile.open(archive, "w") as tar:
+        for index, path in enumerate(find_images([val_dir]) if val_dir else []):
+            data = webp_lossless(load_training_image(path, downscale_jpeg=False))
+            _add(tar, f"val/{index:03d}.webp", data)
+            summary.bytes += len(data) + 512
+            manifest.setdefault("validation", []).append({"file": f"val/{index:03d}.webp", "source": str(path)})
+        for index, (folder, path) in enumerate(_in_turn(files, rng)):
+            data = webp_lossless(window(load_training_image(path, downscale_jpeg), max_side, rng))
+            if summary.bytes + len(data) + 512 > budget_bytes - reserve:
+                break
+            name = f"images/{index:05d}.webp"
+            _add(tar, name, data)
+            summary.bytes += len(data) + 512
+            summary.kept[folder] = summary.kept.get(folder, 0) + 1
+            manifest["images"].append({"file": name, "source": str(path)})
+            with Image.open(io.BytesIO(data)) as stored:
+                summary.pixels += stored.width * stored.height
+            if len(manifest["images"]) % 50 == 0:
+                log(f"{len(manifest['images'])} images, {summary.bytes / 2**20:.1f} MiB, {time.time() - started:.0f} s")
+        _add(tar, MANIFEST, json.dumps(manifest, indent=1).encode())
+    summary.bytes = Path(archive).stat().st_size
+    return summary
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bgcodec.train.pack", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help="image folders (recursive), as given to bgcodec train")
+    parser.add_argument("-o", "--out", required=True, help="the tar file to write")
+    parser.add_argument("--budget-mib", type=float, default=45.0,
+                        help="largest archive (default 45: with the repository it stays under the 64 MiB "
+                             "that travel to a lent machine)")
+    parser.add_argument("--max-side", type=int, default=512, help="larger images are cut to a random window")
+    parser.add_argument("--downscale-jpeg", action="store_true", help="halve JPEG sources, as bgcodec train does")
+    parser.add_argument("--val-dir", help="validation images, stored whole (the remote run validates on them)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    summary = pack(args.folders, args.out, int(args.budget_mib * 2**20), max_side=args.max_side,
+                   downscale_jpeg=args.downscale_jpeg, seed=args.seed, val_dir=args.val_dir)
+    for folder, offered in summary.offered.items():
+        print(f"{folder}: {summary.kept.get(folder, 0)} of {offered} images")
+    print(f"{args.out}: {sum(summary.kept.values())} images, {summary.pixels / 1e6:.1f} Mpixels, "
+          f"{summary.bytes / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
