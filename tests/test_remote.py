@@ -59,10 +59,19 @@ def test_the_archive_holds_what_the_trainer_reads_losslessly_within_the_budget(i
                    for t in range(read.shape[0] - rows + 1) for l in range(read.shape[1] - cols + 1))
 
 
-def test_the_archive_stops_at_the_budget(image_dir, tmp_path):
-    archive = tmp_path / "small.tar"
-    summary = pack([str(image_dir)], archive, budget_bytes=64 * 1024 + 30_000, log=lambda s: None)
-    assert 0 < sum(summary.kept.values()) < 4 and archive.stat().st_size <= 64 * 1024 + 30_000
+def test_the_archive_stops_at_the_budget_with_each_folder_in_the_same_share(tmp_path):
+    rng = np.random.default_rng(0)
+    folders = {"two": 2, "six": 6}
+    for name, count in folders.items():
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    one_image = 32 * 32 * 3 + 1024  # a noise image hardly compresses
+    budget = 64 * 1024 + 4 * one_image
+    archive = tmp_path / "data.tar"
+    summary = pack([str(tmp_path / name) for name in folders], archive, budget_bytes=budget, log=lambda s: None)
+    kept = {Path(folder).name: count for folder, count in summary.kept.items()}
+    assert kept == {"two": 1, "six": 3} and archive.stat().st_size <= budget
 
 
 @pytest.mark.slow

@@ -5,9 +5,9 @@ Every image is stored losslessly (WebP), as the trainer reads it: alpha dropped,
 sources halved when ``downscale_jpeg`` is set (the archive's images are then PNG-exact, so
 the remote run must not halve them again). An image larger than ``max_side`` on a side is cut
 to a random window of that size: the trainer draws images uniformly and crops them, so many
-images with room for crops serve it better than a few whole large ones. Images are taken
-from the folders in turn, each folder's in random order, until the next one would exceed the
-byte budget; so each folder keeps about the same share when not all fit.
+images with room for crops serve it better than a few whole large ones. Each folder's images
+are taken in random order, the folders interleaved in proportion to their sizes, until the
+next one would exceed the byte budget; so each folder keeps about the same share.
 
     python -m bgcodec.train.pack photos/ more/ -o data.tar --budget-mib 45 --downscale-jpeg
 """
@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import itertools
 import json
 import tarfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,11 +56,12 @@ def webp_lossless(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _in_turn(files: dict[str, list[Path]], rng: np.random.Generator) -> Iterator[tuple[str, Path]]:
-    """(folder, image) from each folder in turn, each folder's images in random order."""
-    queues = [[(folder, paths[i]) for i in rng.permutation(len(paths))] for folder, paths in files.items()]
-    for batch in itertools.zip_longest(*queues):
-        yield from (item for item in batch if item is not None)
+def _interleaved(files: dict[str, list[Path]], rng: np.random.Generator) -> list[tuple[str, Path]]:
+    """(folder, image) pairs, each folder's images in random order, the folders merged so that
+    every prefix holds about the same share of each folder."""
+    keyed = [((rank + 0.5) / len(paths), folder, paths[i])
+             for folder, paths in files.items() for rank, i in enumerate(rng.permutation(len(paths)))]
+    return [(folder, path) for _, folder, path in sorted(keyed, key=lambda item: item[0])]
 
 
 def pack(folders: Sequence[str], archive: str | Path, budget_bytes: int, *, max_side: int = 512,
@@ -81,7 +81,7 @@ def pack(folders: Sequence[str], archive: str | Path, budget_bytes: int, *, max_
             _add(tar, f"val/{index:03d}.webp", data)
             summary.bytes += len(data) + 512
             manifest.setdefault("validation", []).append({"file": f"val/{index:03d}.webp", "source": str(path)})
-        for index, (folder, path) in enumerate(_in_turn(files, rng)):
+        for index, (folder, path) in enumerate(_interleaved(files, rng)):
             data = webp_lossless(window(load_training_image(path, downscale_jpeg), max_side, rng))
             if summary.bytes + len(data) + 512 > budget_bytes - reserve:
                 break
