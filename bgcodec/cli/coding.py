@@ -75,8 +75,8 @@ def output_options(ext: str, what: str):
     def decorate(f):
         f = click.option("-v", "--verbose", is_flag=True, help="Also print each file's coding time.")(f)
         f = click.option("-j", "--jobs", "jobs_count", type=click.IntRange(min=1), default=None, metavar="N",
-                         help="Use N cores: several inputs go to N processes, each loading the model once and "
-                         "running one thread; a single input runs N threads, and the tiles of a large one go to N "
+                         help="Use N cores: several inputs go to N processes that share the model loaded once "
+                         "and run one thread each; a single input runs N threads, and the tiles of a large one go to N "
                          "processes (default: as many as the cores that other work leaves idle).")(f)
         f = click.option("--quiet", is_flag=True, help="Print only errors (no notes, statistics, progress bar).")(f)
         f = click.option(
