@@ -15,7 +15,7 @@ from safetensors import safe_open
 from bgcodec.train.data import load_training_image
 from bgcodec.train.loop import steps_that_fit, train
 from bgcodec.train.options import TrainOptions
-from bgcodec.train.pack import MANIFEST, pack
+from bgcodec.train.pack import MANIFEST, MANIFEST_RESERVE, pack
 from bgcodec.train.remote import EXPORTED, main as remote_main
 from bgcodec.weights import load_model
 
@@ -66,8 +66,8 @@ def test_the_archive_stops_at_the_budget_with_each_folder_in_the_same_share(tmp_
         (tmp_path / name).mkdir()
         for i in range(count):
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
-    one_image = 32 * 32 * 3 + 1024  # a noise image hardly compresses
-    budget = 64 * 1024 + 4 * one_image
+    one_image = 512 + 4096  # a tar header and a noise image, which hardly compresses (3 072 bytes raw)
+    budget = MANIFEST_RESERVE + 4 * one_image + 100
     archive = tmp_path / "data.tar"
     summary = pack([str(tmp_path / name) for name in folders], archive, budget_bytes=budget, log=lambda s: None)
     kept = {Path(folder).name: count for folder, count in summary.kept.items()}

@@ -2,8 +2,8 @@
 short time (a GPU), where ``bgcodec.train.remote`` trains on it.
 
 Every image is stored losslessly (WebP), as the trainer reads it: alpha dropped, JPEG
-sources halved when ``downscale_jpeg`` is set (the archive's images are then PNG-exact, so
-the remote run must not halve them again). An image larger than ``max_side`` on a side is cut
+sources halved when ``downscale_jpeg`` is set (stored halved, so the remote run must not
+halve them again). An image larger than ``max_side`` on a side is cut
 to a random window of that size: the trainer draws images uniformly and crops them, so many
 images with room for crops serve it better than a few whole large ones. Each folder's images
 are taken in random order, the folders interleaved in proportion to their sizes, until the
@@ -30,6 +30,8 @@ from ..imageio import find_images
 from .data import load_training_image
 
 MANIFEST = "manifest.json"
+MANIFEST_RESERVE = 256 * 1024
+"""Bytes of the budget kept for the manifest and the end of the tar file."""
 
 
 @dataclass
@@ -72,26 +74,24 @@ def pack(folders: Sequence[str], archive: str | Path, budget_bytes: int, *, max_
     rng = np.random.default_rng(seed)
     files = {folder: find_images([folder]) for folder in folders}
     summary = PackSummary(offered={folder: len(paths) for folder, paths in files.items()})
-    manifest = {"downscale_jpeg_applied": downscale_jpeg, "max_side": max_side, "seed": seed, "images": []}
-    reserve = 64 * 1024  # the manifest and the tar headers
+    manifest = {"downscale_jpeg_applied": downscale_jpeg, "max_side": max_side, "seed": seed,
+                "validation": [], "images": []}
     started = time.time()
     with tarfile.open(archive, "w") as tar:
         for index, path in enumerate(find_images([val_dir]) if val_dir else []):
-            data = webp_lossless(load_training_image(path, downscale_jpeg=False))
-            _add(tar, f"val/{index:03d}.webp", data)
-            summary.bytes += len(data) + 512
-            manifest.setdefault("validation", []).append({"file": f"val/{index:03d}.webp", "source": str(path)})
+            name = f"val/{index:03d}.webp"
+            summary.bytes += _add(tar, name, webp_lossless(load_training_image(path, downscale_jpeg=False)))
+            manifest["validation"].append({"file": name, "source": str(path)})
         for index, (folder, path) in enumerate(_interleaved(files, rng)):
-            data = webp_lossless(window(load_training_image(path, downscale_jpeg), max_side, rng))
-            if summary.bytes + len(data) + 512 > budget_bytes - reserve:
+            image = window(load_training_image(path, downscale_jpeg), max_side, rng)
+            data = webp_lossless(image)
+            if summary.bytes + _tar_bytes(len(data)) > budget_bytes - MANIFEST_RESERVE:
                 break
             name = f"images/{index:05d}.webp"
-            _add(tar, name, data)
-            summary.bytes += len(data) + 512
+            summary.bytes += _add(tar, name, data)
             summary.kept[folder] = summary.kept.get(folder, 0) + 1
+            summary.pixels += image.shape[0] * image.shape[1]
             manifest["images"].append({"file": name, "source": str(path)})
-            with Image.open(io.BytesIO(data)) as stored:
-                summary.pixels += stored.width * stored.height
             if len(manifest["images"]) % 50 == 0:
                 log(f"{len(manifest['images'])} images, {summary.bytes / 2**20:.1f} MiB, {time.time() - started:.0f} s")
         _add(tar, MANIFEST, json.dumps(manifest, indent=1).encode())
@@ -99,10 +99,16 @@ def pack(folders: Sequence[str], archive: str | Path, budget_bytes: int, *, max_
     return summary
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def _tar_bytes(size: int) -> int:
+    """What a member of ``size`` bytes takes in a tar file: a header block and whole data blocks."""
+    return tarfile.BLOCKSIZE * (1 + -(-size // tarfile.BLOCKSIZE))
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> int:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     tar.addfile(info, io.BytesIO(data))
+    return _tar_bytes(len(data))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
