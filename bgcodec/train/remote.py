@@ -30,23 +30,19 @@ def unpack(archive: str | Path, folder: Path) -> tuple[Path, Path | None]:
 
 def export_half(ema: Path, path: Path) -> None:
     """Save the float32 EMA weights ``ema`` as float16, keeping their metadata."""
-    from safetensors import safe_open
-
     from ..model import BGVAE
     from ..weights import build_from_file, save_model
 
-    model = build_from_file(str(ema), BGVAE)[0]
-    with safe_open(str(ema), "pt") as f:
-        metadata = f.metadata()
+    model, _, metadata = build_from_file(str(ema), BGVAE)
     save_model(model, path, {"config_name": metadata["config_name"], "training": metadata["training"]}, half=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bgcodec.train.remote", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bgcodec.train.remote", description=__doc__.split("\n\n")[0],
+                                     epilog="Options after -- go to bgcodec train.")
     parser.add_argument("archive", help="a tar file made by python -m bgcodec.train.pack")
     parser.add_argument("--minutes", type=float, required=True, help="training time (data loading not counted)")
     parser.add_argument("--out", required=True, type=Path, help="where the weights and logs go")
-    parser.epilog = "Options after -- go to bgcodec train."
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args, options = parser.parse_args(argv[:split]), argv[split + 1:]
