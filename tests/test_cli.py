@@ -212,6 +212,40 @@ def test_forked_workers_share_the_codec_loaded_before_the_fork(monkeypatch):
         torch.set_num_threads(before)
 
 
+def _tile_worker_view(codec, task):
+    import torch
+
+    return task, codec.identity, torch.get_num_threads()
+
+
+def _no_second_load(holder, threads=None):
+    raise AssertionError("a forked tile worker loaded the model again")
+
+
+def test_the_tile_workers_of_a_large_input_are_forked_with_the_codec_loaded_before(monkeypatch):
+    import torch
+
+    from bgcodec.cli import batch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("bgcodec.resources.idle_cores", lambda: 4)
+    monkeypatch.setattr(batch, "_can_fork", lambda: True)  # as in a fresh process, where torch is not imported yet
+    monkeypatch.setattr(batch, "_cores", 4)
+    monkeypatch.setattr(batch, "_workers", 1)
+    before = torch.get_num_threads()
+    holder = batch.CodecHolder("random:tiny", "cpu")
+    holder.tile_workers = 2
+    try:
+        assert holder.tile_runner(1) is None and holder._codec is None  # one tile: coded here, nothing loaded yet
+        runner = holder.tile_runner(3)
+        assert holder._codec is not None and torch.get_num_threads() == 1  # loaded here on one thread
+        monkeypatch.setattr(batch.CodecHolder, "_load", _no_second_load)
+        assert list(runner(_tile_worker_view, [0, 1, 2])) == [(t, holder._codec.identity, 2) for t in range(3)]
+    finally:
+        holder.close()
+        torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 def test_batch_with_a_bad_input_in_a_process(tmp_path, lam):
     write_png(tmp_path / "one.png", 16, 16, seed=1)

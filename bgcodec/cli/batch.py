@@ -167,6 +167,7 @@ class CodecHolder:
         self._codec = None
         self.tile_workers = 1
         self._tile_pool = None
+        self._tile_threads: int | None = None  # set when the tile workers are to be forked with the codec loaded here
 
     def get(self):
         if self._codec is None:
@@ -180,19 +181,28 @@ class CodecHolder:
         self.__init__(*state)
         self._codec = _worker_codecs.get(state)
 
-    def tile_runner(self):
-        """A codec.TileRunner over the tile workers, or None to code tiles here."""
-        return self._run_tiles if self.tile_workers > 1 else None
+    def tile_runner(self, tiles: int):
+        """A codec.TileRunner that hands an image's ``tiles`` to the tile workers, or None to
+        code them here. Ask before the codec is first needed: if the workers can then be
+        forked, the codec is loaded here on one thread, and they share it."""
+        if self.tile_workers < 2 or tiles < 2:
+            return None
+        if self._codec is None and self._tile_pool is None and _can_fork():
+            self._tile_threads = self.load_for_workers(min(self.tile_workers, tiles))
+        return self._run_tiles
 
     def _run_tiles(self, work: Callable, tasks: Iterable):
         if self._tile_pool is None:
-            self._tile_pool = _worker_pool(self.tile_workers, quiet=True)
+            self._tile_pool = _worker_pool(self.tile_workers, quiet=True, threads=self._tile_threads)
         return self._tile_pool.map(_run_tile, ((self, work, task) for task in tasks))
 
-    def close(self) -> None:
-        """Stop the tile workers, if any were started."""
+    def close(self, at_once: bool = False) -> None:
+        """Stop the tile workers, if any were started: when they are idle, or ``at_once``."""
         if self._tile_pool is not None:
-            _stop_pool(self._tile_pool)
+            if at_once:
+                _stop_pool(self._tile_pool)
+            else:
+                self._tile_pool.shutdown(wait=True)
             self._tile_pool = None
 
     def load_for_workers(self, workers: int) -> int:
@@ -281,9 +291,12 @@ def run_batch(ctx: click.Context, jobs: list[Job], task: Task, reporter: Reporte
                 holder.tile_workers = workers
             try:
                 failures = _run_here(jobs, task, reporter, bar)
-            finally:
+            except BaseException:  # Ctrl-C, SIGTERM or a fatal error
                 if holder is not None:
-                    holder.close()
+                    holder.close(at_once=True)
+                raise
+            if holder is not None:
+                holder.close()
         bar(len(jobs), len(jobs), "")
     if len(jobs) > 1:
         tail = f" ({failures} failed)" if failures else ""
@@ -349,9 +362,20 @@ def _worker_pool(workers: int, quiet: bool, threads: int | None = None):
 
 
 def _stop_pool(pool) -> None:
-    for process in getattr(pool, "_processes", {}).values():
+    """Stop the workers now: SIGTERM ends a task cleanly; a worker still alive after
+    STOP_GRACE_S is killed, because a SIGTERM that the kernel hands to one of its torch
+    threads does not wake a main thread waiting for the next task."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    for process in processes:
         process.terminate()
+    for process in processes:
+        process.join(STOP_GRACE_S)
+        if process.is_alive():
+            process.kill()
     pool.shutdown(wait=True, cancel_futures=True)
+
+
+STOP_GRACE_S = 5.0
 
 
 _worker_reporter: Reporter | None = None

@@ -219,7 +219,8 @@ class _Encode:
         for note in notes:
             reporter.note(job.name, note)
         options = {"synthesis": self.synthesis, "effort": self.effort,
-                   "metadata": {} if self.strip else read_metadata(data), "tile_runner": self.holder.tile_runner()}
+                   "metadata": {} if self.strip else read_metadata(data),
+                   "tile_runner": self.holder.tile_runner(len(tile_boxes(*image.shape[:2], TILE_SIZE)))}
         started = time.perf_counter()
         try:
             bits, chosen = _encode_one(self.holder.get(), image, self.lmbda, self.target, options, reporter, job.name)
@@ -337,10 +338,11 @@ class _Decode:
         check_output(job, self.force)
         data = read_input(job)
         header, _ = container.unpack(data, job.name)  # a foreign or corrupt file fails before the model loads
+        tile_runner = self.holder.tile_runner(len(header.tiles or ()))
         started = time.perf_counter()
         with ProgressBar(job.name, reporter, shown=header.tiles is not None and reporter.shows_bars()) as bar:
             image = self.holder.get().decode(data, job.name, self.max_pixels, self.synthesis, progress=bar,
-                                             tile_runner=self.holder.tile_runner())
+                                             tile_runner=tile_runner)
         seconds = time.perf_counter() - started
         metadata = {field: getattr(header, field) for field in METADATA if getattr(header, field) is not None}
         write_output(job, lambda f: save_image(image, f, format=fmt, metadata=metadata), self.force)
